@@ -171,6 +171,8 @@ class RewardModel(Component):
     """Scores videos against their prompts, one tensor per dimension, higher is better."""
 
     dimensions: ClassVar[tuple[str, ...]]
+    """Every dimension the reward can score. An instance may narrow it by configuration (set
+    ``self.dimensions`` in ``__init__``); ``score`` returns exactly the instance's dimensions."""
 
     @abstractmethod
     def score(self, videos: Tensor, prompts: Sequence[str]) -> Scores:

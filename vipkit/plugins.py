@@ -27,6 +27,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vipkit_losses",
     "vipkit_shapes",
     "vipkit_strategies",
+    "vipkit_vbench",
+    "vipkit_videoscore",
 )
 ENTRY_POINT_GROUP = "vipkit"
 ALLOWLIST_ENV = "VIPKIT_PLUGINS"

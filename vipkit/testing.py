@@ -42,7 +42,8 @@ def check_reward(cls: type[RewardModel], options: dict[str, Any] | None = None, 
     """Assert that ``cls`` keeps the RewardModel contract; return its scores of the sample videos.
 
     Checks: a non-empty ``name``; ``dimensions`` a tuple of distinct names; a ``Config`` that rejects
-    unknown keys; ``score`` returns exactly one finite float tensor of shape (batch,) per dimension,
+    unknown keys; ``score`` returns exactly one finite float tensor of shape (batch,) per dimension of the
+    built reward (its ``dimensions``, which its configuration may narrow to a subset of the class's),
     leaves the input unchanged, repeats itself, and gives each video the same score alone as in a batch.
     """
     import torch
@@ -65,6 +66,8 @@ def check_reward(cls: type[RewardModel], options: dict[str, Any] | None = None, 
         raise AssertionError(f"{cls.__qualname__}.Config accepts unknown keys; subclass vipkit.Config")
 
     reward = cls.from_options(options)
+    dims = reward.dimensions  # a configuration may narrow the class's dimensions, never add to them
+    assert dims and set(dims) <= set(cls.dimensions), f"{cls.__qualname__} instance dimensions {dims} not within {cls.dimensions}"
     videos = sample_videos(batch=len(prompts))
     before = videos.clone()
     scores = reward.score(videos, list(prompts))
