@@ -272,6 +272,26 @@ def test_redpo_noise_target_anchors_to_the_true_noise(teacher, pairs):
     assert output.loss.item() == pytest.approx(2.0 * expected, rel=1e-4)  # dpo_weight 0 drops the DPO term
 
 
+def test_redpo_uncond_anchor_regresses_the_empty_prompt_prediction_to_the_teachers(teacher, pairs):
+    student = pruned_student(teacher)
+    plain = build("redpo").compute(student, teacher, batch_of(pairs))
+    loss = build("redpo", uncond_weight=3.0)
+    with pytest.raises(VipkitError, match="begin_stage"):
+        loss.compute(student, teacher, batch_of(pairs))
+    loss.begin_stage(student, teacher)
+    with ForwardCounter(teacher) as teacher_calls:
+        output = loss.compute(student, teacher, batch_of(pairs))
+    assert teacher_calls.batch_sizes == [4, 2]  # the shared reference, then the empty prompt on the winners
+    winners, _, conditioning = pairs
+    noise, timesteps = redrawn_noise(student, winners)
+    empty = teacher.encode_prompts([""]).expand_as(conditioning)
+    expected = (
+        predicted(student, winners, noise, timesteps, empty) - predicted(teacher, winners, noise, timesteps, empty)
+    ).pow(2).mean().item()
+    assert expected > 0 and output.metrics["uncond"] == pytest.approx(expected, rel=1e-4)
+    assert output.loss.item() == pytest.approx(plain.loss.item() + 3.0 * expected, rel=1e-4)
+
+
 def test_redpo_conventions_agree_at_salesforce_5000_and_diffusers_2500(teacher, pairs):
     student = pruned_student(teacher)
     salesforce = build("redpo", beta=5000, beta_convention="salesforce").compute(student, teacher, batch_of(pairs))

@@ -14,6 +14,7 @@ from pydantic import Field
 import vipkit
 from vipkit.errors import VipkitError
 from vipkit_losses.functional import diffusion_dpo_loss, per_sample_mse, sft_loss
+from vipkit_losses.guidance import unconditional_anchor, unconditional_embedding
 from vipkit_losses.noising import noise_batch
 
 
@@ -45,17 +46,27 @@ class ReDPO(vipkit.DistillLoss):
             description="what the SFT anchor regresses the winner prediction to: the teacher's prediction, "
             "or the true training target (noise or velocity)",
         )
+        uncond_weight: float = Field(
+            0.0,
+            ge=0,
+            description="weight of the unconditional anchor: the student's empty-prompt prediction on the winners "
+            "regressed to the teacher's, so classifier-free guidance does not amplify the distillation's drift "
+            "(costs one more student and teacher forward on the winners)",
+        )
 
     config: Config
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
         self.student_init: vipkit.VideoModel | None = None  # the frozen reference when reference="student_init"
+        self.uncond: torch.Tensor | None = None  # the empty-prompt conditioning when uncond_weight > 0
 
     def begin_stage(self, student: vipkit.VideoModel, teacher: vipkit.VideoModel) -> None:
-        """Freeze a copy of the student as this stage's DPO reference when asked to."""
+        """Freeze a copy of the student as this stage's DPO reference when asked to; encode the empty prompt."""
         if self.config.reference == "student_init":
             self.student_init = frozen_copy(student)
+        if self.config.uncond_weight > 0:
+            self.uncond = unconditional_embedding(teacher)
 
     def compute(self, student: vipkit.VideoModel, teacher: vipkit.VideoModel, batch: vipkit.PairBatch) -> vipkit.LossOutput:
         cfg = self.config
@@ -81,7 +92,15 @@ class ReDPO(vipkit.DistillLoss):
         sft = sft_loss(prediction[:pairs], sft_target)
 
         loss = cfg.dpo_weight * dpo + cfg.sft_weight * sft
-        metrics |= {"loss": float(loss.detach()), "dpo": float(dpo.detach()), "sft": float(sft.detach())}
+        metrics |= {"dpo": float(dpo.detach()), "sft": float(sft.detach())}
+        if cfg.uncond_weight > 0:
+            if self.uncond is None:
+                raise VipkitError("redpo with uncond_weight > 0 needs begin_stage() before compute()")
+            winners = (x[:pairs] for x in inputs[:2])
+            uncond = unconditional_anchor(student, teacher, *winners, self.uncond)
+            loss = loss + cfg.uncond_weight * uncond
+            metrics["uncond"] = float(uncond.detach())
+        metrics["loss"] = float(loss.detach())
         return vipkit.LossOutput(loss, metrics)
 
     def _reference(self, teacher: vipkit.VideoModel) -> vipkit.VideoModel:

@@ -1,0 +1,248 @@
+"""ReDPO training throughput at full AnimateDiff size: the naive step vs vipkit's, side by side.
+
+The naive step is the one measured in ../shared/notes/gpu/redpo_step_memory.py (plain diffusers, bf16
+weights, one (winner, loser) pair per optimizer step). vipkit's steps run the real ``redpo`` loss on the
+real ``animatediff`` family, loaded from a random-weight SD-1.5 + motion-adapter folder written here, with
+several pairs per optimizer step (micro-batches accumulated), optionally ``torch.compile``d and with
+gradient checkpointing. Each variant prints one JSON line as soon as it is measured.
+
+    python benchmarks/gpu_redpo_speed.py --out DIR            # GPU, full size
+    python benchmarks/gpu_redpo_speed.py --out DIR --tiny     # CPU smoke test of the same code
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel, UNetMotionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+import vipkit
+from vipkit.tokenizers import byte_level_clip_tokenizer
+from vipkit_animatediff.family import AnimateDiff
+from vipkit_animatediff.tiny import inference_scheduler, tiny_sd_components
+from vipkit_losses.redpo import ReDPO
+
+FULL = dict(frames=16, latent=64, text_dim=768)
+TINY = dict(frames=8, latent=16, text_dim=32)
+
+
+def full_sd_components(seed: int = 0) -> dict:
+    """Random SD-1.5-sized UNet, VAE and CLIP-L text encoder plus the v1-5-2 motion adapter (no download)."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+    )
+    adapter = MotionAdapter(
+        block_out_channels=(320, 640, 1280, 1280),
+        motion_layers_per_block=2,
+        motion_mid_block_layers_per_block=1,
+        motion_num_attention_heads=8,
+        motion_norm_num_groups=32,
+        motion_max_seq_length=32,
+        use_motion_mid_block=True,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+    )
+    tokenizer = byte_level_clip_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    return dict(unet=unet, motion_adapter=adapter, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+
+
+def write_model(folder: Path, tiny: bool) -> tuple[str, str]:
+    """An SD pipeline folder and a motion-adapter folder, in the hub layout the family loads."""
+    parts = tiny_sd_components(0) if tiny else full_sd_components(0)
+    pipe = StableDiffusionPipeline(
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"],
+        tokenizer=parts["tokenizer"],
+        unet=parts["unet"],
+        scheduler=inference_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder / "sd")
+    parts["motion_adapter"].save_pretrained(folder / "adapter")
+    return str(folder / "sd"), str(folder / "adapter")
+
+
+def naive_step_seconds(teacher_unet: UNetMotionModel, dims: dict, device: str, steps: int) -> dict:
+    """The baseline's step: plain diffusers, bf16 weights, one pair, AdamW on the motion modules."""
+    student = copy.deepcopy(teacher_unet)
+    for name, parameter in student.named_parameters():
+        parameter.requires_grad_("motion_modules" in name)
+    student.train()
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
+    frames, size = dims["frames"], dims["latent"]
+    dt = torch.bfloat16
+    x0 = torch.randn(2, 4, frames, size, size, device=device, dtype=dt)
+    noise = torch.randn(1, 4, frames, size, size, device=device, dtype=dt).expand(2, -1, -1, -1, -1)
+    hidden = torch.randn(2 * frames, 77, dims["text_dim"], device=device, dtype=dt)
+    t = torch.tensor([400, 400], device=device)
+    noisy = x0 + noise
+    times = []
+    for _ in range(steps + 1):
+        sync(device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            ref = teacher_unet(noisy, t, encoder_hidden_states=hidden).sample
+        pred = student(noisy, t, encoder_hidden_states=hidden).sample
+        err = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3, 4))
+        rerr = (ref.float() - noise.float()).pow(2).mean(dim=(1, 2, 3, 4))
+        inside = -0.5 * 5000 * ((err[0] - err[1]) - (rerr[0] - rerr[1]))
+        loss = -F.logsigmoid(inside) + 1e4 * (pred[0].float() - ref[0].float()).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    del student, optimizer
+    return {"seconds_per_step": statistics.median(times[1:]), "pairs_per_step": 1}
+
+
+def vipkit_step_seconds(
+    teacher: AnimateDiff, student: AnimateDiff, dims: dict, device: str, steps: int, micro_pairs: int, accumulate: int,
+    autocast: bool,
+) -> dict:
+    """vipkit's redpo loss on the family: ``micro_pairs`` per forward, ``accumulate`` forwards per optimizer step."""
+    loss_fn = ReDPO(ReDPO.Config())
+    params = student.trainable_parameters("motion")
+    for parameter in student.trainable_parameters("all"):
+        parameter.requires_grad_(False)
+    for parameter in params:
+        parameter.requires_grad_(True)
+    fused = device == "cuda"
+    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=fused)
+    student.train_mode(True)
+    frames, size = dims["frames"], dims["latent"]
+    generator = torch.Generator().manual_seed(0)
+    dtype = torch.float32 if autocast else torch.bfloat16
+    batch = vipkit.PairBatch(
+        torch.randn(micro_pairs, 4, frames, size, size, device=device, dtype=dtype),
+        torch.randn(micro_pairs, 4, frames, size, size, device=device, dtype=dtype),
+        torch.randn(micro_pairs, 77, dims["text_dim"]),
+        generator,
+    )
+    times = []
+    for _ in range(steps + 2):  # two warm-up steps (compilation, allocator)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(accumulate):
+            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+                output = loss_fn.compute(student, teacher, batch)
+            (output.loss / accumulate).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    student.train_mode(False)
+    del optimizer
+    return {"seconds_per_step": statistics.median(times[2:]), "pairs_per_step": micro_pairs * accumulate}
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tiny", action="store_true", help="tiny random model on CPU (smoke test)")
+    parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per variant")
+    parser.add_argument("--variants", default="naive,eager-1x4,eager-2x2,compile-1x4,compile-2x2,compile+ckpt-4x1,amp+compile-1x4",
+        help="naive, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, ckpt, amp, channels_last joined by +")
+    args = parser.parse_args()
+    device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
+    dims = TINY if args.tiny else FULL
+    args.out.mkdir(parents=True, exist_ok=True)
+    if device == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)  # cuDNN SDPA backward fails on this image (gpu-baseline.md)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    results: list[dict] = []
+
+    def report(row: dict) -> None:
+        if device == "cuda":
+            row["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+            torch.cuda.reset_peak_memory_stats()
+        row["pairs_per_second"] = row["pairs_per_step"] / row["seconds_per_step"]
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        (args.out / "redpo_speed.json").write_text(json.dumps({"device": device_name(device), "rows": results}, indent=1))
+
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        base, adapter = write_model(Path(folder), args.tiny)
+        common = dict(base=base, motion_adapter=adapter, device=device)
+        teacher = AnimateDiff(AnimateDiff.Config(**common, dtype="bfloat16"))
+        print(json.dumps({"loaded_s": time.perf_counter() - started, "params": teacher.num_parameters()}), flush=True)
+        for variant in args.variants.split(","):
+            try:
+                if variant == "naive":
+                    row = naive_step_seconds(teacher.pipeline().unet, dims, device, args.steps)
+                else:
+                    flag_text, shape = variant.split("-")
+                    flags = set(flag_text.split("+"))  # eager | compile, ckpt, amp, channels_last
+                    micro, accumulate = (int(v) for v in shape.split("x"))
+                    autocast = "amp" in flags
+                    if autocast:  # float32 weights, bf16 compute
+                        student = AnimateDiff(AnimateDiff.Config(**common, dtype="float32"))
+                    else:
+                        student = teacher.copy()
+                    unet = student.pipeline().unet
+                    if "channels_last" in flags:
+                        unet.to(memory_format=torch.channels_last)
+                    if "ckpt" in flags:
+                        unet.enable_gradient_checkpointing()
+                    if "compile" in flags:
+                        unet.compile()
+                    row = vipkit_step_seconds(teacher, student, dims, device, args.steps, micro, accumulate, autocast)
+                    del student, unet
+                    torch._dynamo.reset()
+                report({"variant": variant, **row})
+            except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others' numbers
+                report({"variant": variant, "seconds_per_step": float("inf"), "pairs_per_step": 0, "error": repr(exc)[:300]})
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    print(json.dumps({"done_s": time.perf_counter() - started}), flush=True)
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
