@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -22,7 +23,7 @@ USER_ERROR = 2
 
 
 def _fail(message: str, code: int = USER_ERROR) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # messages hold [tables]
     return typer.Exit(code)
 
 
@@ -60,7 +61,7 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe files to
             console.print(f"[green]ok[/] {path}")
         except VipkitError as exc:
             failed += 1
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(USER_ERROR)
 
@@ -69,7 +70,7 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe files to
 def compress(
     recipe: Annotated[Path, typer.Option("--recipe", "-r", help="the recipe (TOML)")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<recipe name>)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the resolved plan and stop")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="build the components, check the plan against them, show it and stop")] = False,
 ) -> None:
     """Run a recipe: prune, curate pairs, distil, per stage. Re-run on the same --out to resume."""
     from vipkit.errors import VipkitError
@@ -82,7 +83,22 @@ def compress(
     out = out or Path("runs") / recipe.stem
     console.print(_plan_table(resolved))
     if dry_run:
-        console.print(f"dry run: nothing was run; the run directory would be {out}")
+        from vipkit.engine import prepare
+        from vipkit.plugins import load_plugins
+
+        try:
+            parts = prepare(resolved, load_plugins(), log=lambda line: console.print(line, highlight=False))
+        except VipkitError as exc:
+            raise _fail(str(exc)) from None
+        kinds = set(resolved.schedule.block_kinds)
+        candidates = [block for block in parts.teacher.blocks() if block.kind in kinds]
+        console.print(
+            f"model: {parts.teacher.num_parameters():,} denoiser parameters, {len(candidates)} prunable blocks of kinds "
+            f"{', '.join(sorted(kinds))} ({sum(b.params for b in candidates):,} parameters); reward dimensions: "
+            f"{', '.join(parts.reward.dimensions)}",
+            highlight=False,
+        )
+        console.print(f"dry run: the plan checks out, nothing was run; the run directory would be {out}")
         return
     from vipkit import progress
     from vipkit.engine import compress as run_compress
@@ -93,8 +109,6 @@ def compress(
             results = run_compress(resolved, recipe.read_text(encoding="utf-8"), out, log=lambda line: bars.console.print(line, highlight=False, soft_wrap=True))
     except VipkitError as exc:
         raise _fail(str(exc)) from None
-    except FloatingPointError as exc:
-        raise _fail(f"{exc}. The finished stages in {out} are intact; fix the recipe (learning rate, loss weights) and re-run to resume.", 1) from None
     header, rows = results_table(results)
     print(markdown_table(header, rows))
     done = f"[green]done[/]: model in {results['final']['model']}, results in {out / 'results.json'}, report in {out / 'report.md'}"

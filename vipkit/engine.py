@@ -33,8 +33,10 @@ from vipkit.measure import denoiser_flops
 from vipkit.media import save_gif_grid
 from vipkit.pair_store import load_pairs, save_pairs
 from vipkit.plugins import Plugins, load_plugins
+from vipkit.preflight import check_plan
 from vipkit.recipe import Recipe
 from vipkit.report import write_report
+from vipkit.reward_checks import CheckedReward
 from vipkit.rundir import RunDirectory
 from vipkit.saved_model import load_saved_model, save_model
 from vipkit.training import WeightedLoss, train_on_pairs
@@ -184,6 +186,24 @@ class Compression:
             write_json(staging / "stage.json", record)
         return record
 
+    def stage(self, student: VideoModel, stage: int) -> dict[str, Any]:
+        """One whole stage; within it, stored pruning decisions and pairs are reused."""
+        pairs_dir = self.run.pairs_dir(stage)
+        if (pairs_dir / "prune.json").exists():
+            record = json.loads((pairs_dir / "prune.json").read_text(encoding="utf-8"))
+            self.log(f"stage {stage}: reusing the stored pruning decision and {record['pairs']} pairs")
+            for name in record["removed_blocks"]:
+                student.remove_block(name)
+        else:
+            record = self.prune_and_curate(student, stage)
+        return self.distil(student, stage, record)
+
+    def kept(self, stage: int) -> str:
+        """What a failure in ``stage`` leaves in the run folder, for the error message."""
+        finished = f"stages 1-{stage - 1}" if stage > 2 else ("stage 1" if stage == 2 else "no finished stage")
+        pairs = f" and stage {stage}'s pruning decision and pairs" if (self.run.pairs_dir(stage) / "prune.json").exists() else ""
+        return f"Kept in {self.run.root}: {finished}{pairs}."
+
     # -- the run ------------------------------------------------------------------------------
     def resume_point(self) -> tuple[VideoModel, list[dict[str, Any]]]:
         self.run.discard_unfinished()
@@ -192,7 +212,15 @@ class Compression:
             return self.parts.teacher.copy(), []
         last = len(finished)
         self.log(f"resuming after stage {last} (from {self.run.stage_dir(last)})")
-        return load_saved_model(self.run.stage_dir(last) / "model"), finished
+        try:
+            return load_saved_model(self.run.stage_dir(last) / "model"), finished
+        except VipkitError as exc:
+            origin = f"stage {last - 1}'s checkpoint" if last > 1 else "the teacher"
+            raise VipkitError(
+                f"cannot resume: the checkpoint of stage {last} is damaged: {str(exc).rstrip('.')}. Nothing was changed. To redo "
+                f"stage {last} from {origin}, delete the folder {self.run.stage_dir(last)} and run the same command "
+                "again (the stage's stored pairs are reused); or start over in another --out folder."
+            ) from exc
 
     def run_all(self) -> dict[str, Any]:
         student, stages = self.resume_point()
@@ -205,15 +233,16 @@ class Compression:
         }
         save_gif_grid(teacher_videos.videos[:SAMPLE_VIDEOS], self.run.samples / "teacher.gif")
         for stage in range(len(stages) + 1, self.recipe.schedule.stages + 1):
-            pairs_dir = self.run.pairs_dir(stage)
-            if (pairs_dir / "prune.json").exists():
-                record = json.loads((pairs_dir / "prune.json").read_text(encoding="utf-8"))
-                self.log(f"stage {stage}: reusing the stored pruning decision and {record['pairs']} pairs")
-                for name in record["removed_blocks"]:
-                    student.remove_block(name)
-            else:
-                record = self.prune_and_curate(student, stage)
-            stages.append(self.distil(student, stage, record))
+            try:
+                stages.append(self.stage(student, stage))
+            except FloatingPointError as exc:
+                raise VipkitError(
+                    f"stage {stage}: training diverged: {exc}. Lower train.learning_rate (now {self.recipe.train.learning_rate:g}) "
+                    f"or the loss weights; a run folder resumes only the recipe that started it, so run the changed recipe "
+                    f"with a new --out. {self.kept(stage)}"
+                ) from exc
+            except VipkitError as exc:
+                raise VipkitError(f"stage {stage}: {str(exc).rstrip('.')}. {self.kept(stage)} Fix the cause and run the same command again to resume.") from exc
         save_model(student, self.run.final_model)
         results = {
             "recipe": self.recipe.source,
@@ -237,7 +266,18 @@ class Compression:
 def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str, Any]:
     """Run (or resume) ``recipe`` into ``out``; returns what ``results.json`` holds."""
     plugins = load_plugins()
+    parts = prepare(recipe, plugins, log)
     run = RunDirectory.open(out, recipe, recipe_text, plugins)
+    return Compression(recipe, run, parts, log).run_all()
+
+
+def prepare(recipe: Recipe, plugins: Plugins, log: Log) -> Parts:
+    """Build the components and check the plan against them (``compress --dry-run`` stops here); writes nothing.
+
+    The reward is wrapped so that every score the run uses is checked (``vipkit.reward_checks``).
+    """
     log(f"building components ({recipe.model.name}, {recipe.reward.name}, {recipe.scorer.name}, {recipe.pruner.name}, {recipe.curator.name}, {', '.join(l.name for l in recipe.losses)})")
     parts = Parts.build(recipe, plugins)
-    return Compression(recipe, run, parts, log).run_all()
+    check_plan(recipe, parts)
+    parts.reward = CheckedReward(parts.reward, plugins.registry("rewards").source(recipe.reward.name))
+    return parts

@@ -9,12 +9,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vipkit.errors import VipkitError
 from vipkit.interfaces import Generation, VideoModel
+from vipkit.weights import check_safetensors
 
 
 def cache_key(model_identity: dict[str, Any], settings: dict[str, Any], prompt: str, seed: int) -> str:
     blob = json.dumps({"model": model_identity, "settings": settings, "prompt": prompt, "seed": seed}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _whole(path: Path) -> bool:
+    """A cache entry counts only if it is complete; a damaged one is simply generated again."""
+    try:
+        check_safetensors(path)
+    except (OSError, VipkitError):
+        return False
+    return True
 
 
 class GenerationCache:
@@ -30,7 +41,7 @@ class GenerationCache:
         from safetensors.torch import load_file, save_file
 
         keys = [cache_key(self.model_identity, model.generation_settings, p, s) for p, s in zip(prompts, seeds, strict=True)]
-        missing = [i for i, key in enumerate(keys) if not (self.root / f"{key}.safetensors").exists()]
+        missing = [i for i, key in enumerate(keys) if not _whole(self.root / f"{key}.safetensors")]
         if missing:
             fresh = model.generate([prompts[i] for i in missing], [seeds[i] for i in missing])
             for j, i in enumerate(missing):

@@ -51,6 +51,15 @@ class Component(ABC):
         """Validate a recipe table against ``cls.Config`` and build the component."""
         return cls(cls.Config.model_validate(options or {}))
 
+    def check_plan(self, plan: Plan) -> list[str]:
+        """Problems of this component's options given the whole built plan, each ``option: why``.
+
+        Called once before a run (and by ``compress --dry-run``), when every part is built but nothing
+        has run: the place for contradictions that need the model or the reward, such as a per-stage
+        budget the model cannot supply. The default finds none.
+        """
+        return []
+
 
 # ---------------------------------------------------------------------------------------------
 # Model families
@@ -168,11 +177,16 @@ class VideoModel(Component):
 
 
 class RewardModel(Component):
-    """Scores videos against their prompts, one tensor per dimension, higher is better."""
+    """Scores videos against their prompts, one tensor per dimension, higher is better.
+
+    ``value_ranges`` may declare the closed interval each dimension's scores lie in; the engine stops
+    a run whose reward leaves it (as it stops on NaN, a missing dimension or a wrong shape).
+    """
 
     dimensions: ClassVar[tuple[str, ...]]
     """Every dimension the reward can score. An instance may narrow it by configuration (set
     ``self.dimensions`` in ``__init__``); ``score`` returns exactly the instance's dimensions."""
+    value_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
 
     @abstractmethod
     def score(self, videos: Tensor, prompts: Sequence[str]) -> Scores:
@@ -294,6 +308,17 @@ class Objective:
         weights = self.weights or dict.fromkeys(means, 1.0)
         total = sum(weights.values())
         return sum(weight * means[dim] for dim, weight in weights.items()) / total
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A recipe's built parts and schedule, as ``Component.check_plan`` sees them before a run."""
+
+    model: VideoModel  # the teacher, before any pruning
+    reward: RewardModel
+    stages: int
+    block_kinds: tuple[str, ...]
+    candidates: tuple[Block, ...]  # the model's blocks of those kinds
 
 
 COMPONENT_KINDS: dict[str, type[Component]] = {

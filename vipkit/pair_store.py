@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vipkit.errors import VipkitError
 from vipkit.interfaces import PairSet
+from vipkit.weights import check_safetensors
 
 _TENSORS = ("winner_latents", "loser_latents", "winner_videos", "loser_videos")
+_META = ("prompts", "seeds", "target_dimensions")
+_REBUILD = "delete that folder and run again to prune and curate the stage anew"
 
 
 def save_pairs(pairs: PairSet, directory: Path) -> None:
@@ -20,8 +24,16 @@ def save_pairs(pairs: PairSet, directory: Path) -> None:
 
 
 def load_pairs(directory: Path) -> PairSet:
+    """The stored pairs; a damaged store raises ``VipkitError`` naming the file (it is rebuilt by deleting the folder)."""
     from safetensors.torch import load_file
 
-    tensors = load_file(str(directory / "pairs.safetensors"))
-    meta = json.loads((directory / "pairs.json").read_text(encoding="utf-8"))
+    try:
+        check_safetensors(directory / "pairs.safetensors")
+        tensors = load_file(str(directory / "pairs.safetensors"))
+        meta = json.loads((directory / "pairs.json").read_text(encoding="utf-8"))
+        missing = [key for key in (*_TENSORS, *_META) if key not in (tensors if key in _TENSORS else meta)]
+    except (OSError, ValueError, VipkitError) as exc:
+        raise VipkitError(f"the stored preference pairs in {directory} cannot be read ({exc}); {_REBUILD}") from None
+    if missing:
+        raise VipkitError(f"the stored preference pairs in {directory} lack {', '.join(missing)}; {_REBUILD}")
     return PairSet(prompts=meta["prompts"], seeds=meta["seeds"], target_dimensions=meta["target_dimensions"], **{n: tensors[n] for n in _TENSORS})

@@ -8,11 +8,13 @@ that component's own ``Config``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -29,6 +31,9 @@ class RecipeError(VipkitError):
         self.errors = errors
         count = f"{len(errors)} problem{'s' if len(errors) != 1 else ''}"
         super().__init__(f"recipe {source} has {count}:\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Section(BaseModel):
@@ -81,12 +86,17 @@ class ComponentSpec(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     kind: str
+    key: str  # where the recipe sets it, e.g. "model" or "losses[1]"
     name: str
     config: Config
     weight: float = 1.0  # only for losses
 
     def build(self, plugins: Plugins) -> Any:
-        return plugins.registry(self.kind).get(self.name)(self.config)
+        """Build the component; its user-facing errors are prefixed with the recipe key that set it."""
+        try:
+            return plugins.registry(self.kind).get(self.name)(self.config)
+        except VipkitError as exc:
+            raise VipkitError(f"{self.key} ({self.name!r}): {exc}") from exc
 
     def dump(self) -> dict[str, Any]:
         data = {"name": self.name, **self.config.model_dump(mode="json")}
@@ -141,6 +151,30 @@ _SECTIONS: dict[str, type[_Section]] = {
     "objective": ObjectiveSection,
 }
 _TOP_LEVEL = {"seed", "description", "losses", *_COMPONENT_TABLES, *_SECTIONS}
+MAX_SEED = 2**32 - 1  # seeds of videos and steps are derived by adding offsets; keep them far from int64
+
+
+def _non_finite_numbers(data: Any, key: str = "") -> list[str]:
+    """Key paths of every nan / inf in the parsed TOML: no option of any component means anything with them."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return [f"{key}: must be a finite number, got {data}"]
+    if isinstance(data, dict):
+        return [e for k, v in data.items() for e in _non_finite_numbers(v, f"{key}.{k}" if key else k)]
+    if isinstance(data, list):
+        return [e for i, v in enumerate(data) for e in _non_finite_numbers(v, f"{key}[{i}]")]
+    return []
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A text file's content; every way it can fail becomes one sentence naming ``what`` and the path."""
+    try:
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not an error
+    except UnicodeDecodeError as exc:
+        raise VipkitError(f"{what} {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8") from None
+    except IsADirectoryError:
+        raise VipkitError(f"{what} {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise VipkitError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
 def _key(prefix: str, loc: tuple[Any, ...]) -> str:
@@ -150,14 +184,23 @@ def _key(prefix: str, loc: tuple[Any, ...]) -> str:
     return path
 
 
-def _pydantic_errors(prefix: str, exc: ValidationError) -> list[str]:
+def _pydantic_errors(prefix: str, exc: ValidationError, schema: type[BaseModel]) -> list[str]:
     errors = []
     for err in exc.errors():
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown option"
+            known = sorted(schema.model_fields)
+            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            message = "unknown option" + (f"; did you mean {close[0]!r}?" if close else "") + f" (known: {', '.join(known) or 'none'})"
+        elif err["type"].endswith("_type") or err["type"].startswith(("greater", "less")):
+            message += f", got {err['input']!r}"
         errors.append(f"{_key(prefix, err['loc']) or prefix}: {message}")
     return errors
+
+
+def _strict(schema: type[_M], data: Any) -> _M:
+    """Validate TOML data with its own types: ``"3"`` or ``true`` is no number, an array may fill a tuple."""
+    return schema.model_validate_json(json.dumps(data, default=str), strict=True)
 
 
 class _Validator:
@@ -171,13 +214,14 @@ class _Validator:
 
     def component(self, key: str, kind: str, table: Any) -> ComponentSpec | None:
         if not isinstance(table, dict):
-            self.errors.append(f"{key}: must be a table with at least `name = \"...\"`")
+            self.errors.append(f"{key}: must be a table with at least `name = \"...\"`, got {type(table).__name__} {table!r}")
             return None
         options = dict(table)
         name = options.pop("name", None)
         weight = options.pop("weight", 1.0) if kind == "losses" else 1.0
         if not isinstance(name, str):
-            self.errors.append(f"{key}.name: required: the registered name of a {self.plugins.registry(kind).base.__name__}")
+            known = ", ".join(self.plugins.registry(kind).names())
+            self.errors.append(f"{key}.name: required: the registered name of a {self.plugins.registry(kind).base.__name__} (known: {known})")
             return None
         registry = self.plugins.registry(kind)
         if name not in registry:
@@ -188,17 +232,31 @@ class _Validator:
             return None
         cls = registry.get(name)
         try:
-            config = cls.Config.model_validate(options)
+            config = _strict(cls.Config, options)
         except ValidationError as exc:
-            self.errors.extend(_pydantic_errors(key, exc))
+            self.errors.extend(_pydantic_errors(key, exc, cls.Config))
             return None
-        return ComponentSpec(kind=kind, name=name, config=config, weight=float(weight))
+        return ComponentSpec(kind=kind, key=key, name=name, config=config, weight=float(weight))
+
+    def duplicate_losses(self, losses: list[ComponentSpec | None]) -> None:
+        """The same loss with the same options twice is one loss with the summed weight: say so."""
+        seen: dict[str, str] = {}
+        for spec in losses:
+            if spec is None:
+                continue
+            identity = json.dumps({"name": spec.name, **spec.config.model_dump(mode="json")}, sort_keys=True)
+            if identity in seen:
+                self.errors.append(
+                    f"{spec.key}: repeats {seen[identity]} (same loss, same options); "
+                    "remove it and give the first one the summed weight"
+                )
+            seen.setdefault(identity, spec.key)
 
     def section(self, key: str) -> _Section | None:
         try:
-            return _SECTIONS[key].model_validate(self.data.get(key, {}))
+            return _strict(_SECTIONS[key], self.data.get(key, {}))
         except ValidationError as exc:
-            self.errors.extend(_pydantic_errors(key, exc))
+            self.errors.extend(_pydantic_errors(key, exc, _SECTIONS[key]))
             return None
 
     def prompt_list(self, prompts: PromptsSection, kind: str) -> list[str]:
@@ -207,9 +265,9 @@ class _Validator:
             return [p.strip() for p in inline if p.strip()]
         path = self.base_dir / getattr(prompts, f"{kind}_file")
         try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        except OSError as exc:
-            self.errors.append(f"prompts.{kind}_file: cannot read {path}: {exc.strerror or exc}")
+            lines = [line.strip() for line in _read_text(path, "prompt file").splitlines()]
+        except VipkitError as exc:
+            self.errors.append(f"prompts.{kind}_file: {exc}")
             return []
         found = [line for line in lines if line and not line.startswith("#")]
         if not found:
@@ -219,22 +277,28 @@ class _Validator:
     def run(self, source: str) -> Recipe:
         for key in sorted(set(self.data) - _TOP_LEVEL):
             self.errors.append(f"{key}: unknown key (known: {', '.join(sorted(_TOP_LEVEL))})")
+        self.errors.extend(_non_finite_numbers(self.data))
+        if not isinstance(self.data.get("description", ""), str):
+            self.errors.append("description: must be a string")
         seed = self.data.get("seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            self.errors.append("seed: must be an integer >= 0")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+            self.errors.append(f"seed: must be an integer from 0 to {MAX_SEED}, got {seed!r}")
         specs = {}
         for key, kind in _COMPONENT_TABLES.items():
             if key not in self.data:
-                base = self.plugins.registry(kind).base.__name__
-                self.errors.append(f"{key}: missing table [{key}] (a {base}: name = \"...\")")
+                known = ", ".join(self.plugins.registry(kind).names())
+                self.errors.append(f"{key}: missing table [{key}]; add it with `name = ` one of: {known}")
             else:
                 specs[key] = self.component(key, kind, self.data[key])
         losses_data = self.data.get("losses")
         losses: list[ComponentSpec | None] = []
-        if not isinstance(losses_data, list) or not losses_data:
+        if losses_data is None or losses_data == []:
             self.errors.append("losses: missing: add at least one [[losses]] table (e.g. name = \"redpo\")")
+        elif not isinstance(losses_data, list):
+            self.errors.append("losses: must be an array of tables: write [[losses]] (two brackets), one per loss")
         else:
             losses = [self.component(f"losses[{i}]", "losses", table) for i, table in enumerate(losses_data)]
+            self.duplicate_losses(losses)
         sections = {key: self.section(key) for key in _SECTIONS}
         prompts = sections["prompts"]
         train_prompts = self.prompt_list(prompts, "train") if isinstance(prompts, PromptsSection) else []
@@ -250,6 +314,14 @@ class _Validator:
                     self.errors.append(f"objective.weights.{dim}: must be >= 0")
             if objective.weights and not sum(objective.weights.values()) > 0:
                 self.errors.append("objective.weights: at least one weight must be > 0")
+        train = sections["train"]
+        if isinstance(train, TrainSection) and isinstance(prompts, PromptsSection) and train_prompts:
+            videos = len(train_prompts) * prompts.videos_per_prompt
+            if train.batch_size > videos:
+                self.errors.append(
+                    f"train.batch_size: {train.batch_size} pairs per step, but a stage has at most {videos} pairs "
+                    f"({len(train_prompts)} training prompts × videos_per_prompt {prompts.videos_per_prompt})"
+                )
         if self.errors:
             raise RecipeError(source, self.errors)
         return Recipe(
@@ -278,8 +350,7 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = No
 def load_recipe(path: str | Path, plugins: Plugins | None = None) -> Recipe:
     """Read and validate a recipe file (relative prompt files resolve against its folder)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise VipkitError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+    text = _read_text(path, "recipe")
+    if not text.strip():
+        raise RecipeError(str(path), ["the file is empty: a recipe needs at least [model], [reward], [prompts], [scorer], [pruner], [curator] and [[losses]]"])
     return parse_recipe(text, str(path), path.parent, plugins)

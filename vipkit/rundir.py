@@ -39,6 +39,17 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object the run wrote; damage becomes a ``VipkitError`` naming the file, not a traceback."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VipkitError(f"cannot read {path} ({exc}); the run folder is damaged: delete that file's folder to redo it, or use another --out") from None
+    if not isinstance(data, dict):
+        raise VipkitError(f"{path} is damaged: it holds no JSON object; delete that file's folder to redo it, or use another --out")
+    return data
+
+
 class RunDirectory:
     """One run's folder; opening an existing one checks it was made by the same recipe."""
 
@@ -49,8 +60,10 @@ class RunDirectory:
     def open(cls, root: Path, recipe: Recipe, recipe_text: str, plugins: Plugins) -> RunDirectory:
         run = cls(root)
         resolved = root / "resolved.json"
+        if root.exists() and not root.is_dir():
+            raise VipkitError(f"--out {root} is a file, not a folder; choose a folder for the run")
         if resolved.exists():
-            stored = json.loads(resolved.read_text(encoding="utf-8")).get("fingerprint")
+            stored = _read_json(resolved).get("fingerprint")
             if stored != recipe.fingerprint():
                 raise VipkitError(
                     f"{root} holds a run of a different recipe (fingerprint {stored}, this recipe "
@@ -102,7 +115,7 @@ class RunDirectory:
         records = []
         stage = 1
         while (self.stage_dir(stage) / "stage.json").exists():
-            records.append(json.loads((self.stage_dir(stage) / "stage.json").read_text(encoding="utf-8")))
+            records.append(_read_json(self.stage_dir(stage) / "stage.json"))
             stage += 1
         return records
 

@@ -1,4 +1,8 @@
-"""A compressed model on disk: the family's own files plus ``vipkit_model.json`` naming the family."""
+"""A compressed model on disk: the family's own files plus ``vipkit_model.json`` naming the family.
+
+The manifest records the sha256 of every file, so a truncated or altered checkpoint is refused with
+the file's name before the family's loader reads it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from vipkit.atomic import staged_directory, write_json
 from vipkit.errors import VipkitError
 from vipkit.interfaces import VideoModel
 from vipkit.plugins import load_plugins
+from vipkit.weights import check_weight_folder, file_digests, verify_digests
 
 MANIFEST = "vipkit_model.json"
 
@@ -26,6 +31,7 @@ def save_model(model: VideoModel, directory: Path) -> None:
                 "vipkit_version": __version__,
                 "removed_blocks": model.removed_blocks,
                 "parameters": model.num_parameters(),
+                "files": file_digests(staging),
             },
         )
 
@@ -33,16 +39,29 @@ def save_model(model: VideoModel, directory: Path) -> None:
 def read_manifest(directory: Path) -> dict:
     path = Path(directory) / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise VipkitError(f"{directory} is not a vipkit model folder: {MANIFEST} is missing") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise VipkitError(f"cannot read {path}: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise VipkitError(f"{path} is corrupt: it holds a JSON {type(manifest).__name__}, not an object")
+    return manifest
+
+
+def verify_saved_model(directory: Path) -> dict:
+    """The manifest, once every file it lists matches its digest (older manifests: headers checked)."""
+    manifest = read_manifest(directory)
+    if isinstance(manifest.get("files"), dict):
+        verify_digests(directory, manifest["files"])
+    else:
+        check_weight_folder(directory)
+    return manifest
 
 
 def load_saved_model(directory: str | Path) -> VideoModel:
-    """Rebuild a model written by ``save_model`` with its family's ``load_saved``."""
+    """Rebuild a model written by ``save_model`` with its family's ``load_saved``, after verifying its files."""
     directory = Path(directory)
-    family = read_manifest(directory).get("family")
+    family = verify_saved_model(directory).get("family")
     cls = load_plugins().registry("models").get(str(family))
     return cls.load_saved(directory)

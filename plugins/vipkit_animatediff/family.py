@@ -17,7 +17,7 @@ import vipkit
 from vipkit.errors import VipkitError
 from vipkit_animatediff.blocks import motion_modules
 from vipkit_animatediff.features import recorded_block_outputs
-from vipkit_animatediff.loading import load_parts
+from vipkit_animatediff.loading import load_parts, looks_local
 from vipkit_animatediff.parts import ModelParts
 from vipkit_animatediff.persistence import save_parts
 
@@ -84,6 +84,17 @@ class AnimateDiff(vipkit.VideoModel):
             description="Torch device ('cpu', 'cuda', 'cuda:1', ...); 'auto' = cuda if available, else cpu.",
         )
         generation_batch_size: int = Field(8, gt=0, description="Videos generated per pipeline call.")
+
+        @field_validator("base", "motion_adapter")
+        @classmethod
+        def _local_source_exists(cls, source: str) -> str:
+            """A local path that does not exist is caught at validation, before anything loads."""
+            if looks_local(source) and not Path(source).expanduser().exists():
+                raise ValueError(
+                    f"{source!r}: no such local directory (relative paths start from the current folder, "
+                    f"{Path.cwd()}); point it at a downloaded model folder or give a hub id 'owner/name'"
+                )
+            return source
 
         @field_validator("height", "width")
         @classmethod

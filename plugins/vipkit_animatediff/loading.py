@@ -2,7 +2,9 @@
 
 Hub ids and local directories are told apart the way people write them: an existing path, or one
 that starts with ``/ . ~`` or has more than one ``/``, is local; ``owner/name`` is a hub id. Every
-failure becomes a one-paragraph ``VipkitError`` naming the option and the path or id.
+failure becomes a one-paragraph ``VipkitError`` naming the option and the path or id. Only safetensors
+weights load (``use_safetensors=True``; a local folder is checked file by file first) and no remote
+code is ever run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from diffusers import AnimateDiffPipeline, MotionAdapter
 
 from vipkit.errors import VipkitError
+from vipkit.weights import check_weight_folder
 from vipkit_animatediff.blocks import PrunableUNet
 from vipkit_animatediff.parts import ModelParts
 from vipkit_animatediff.persistence import is_saved_model, load_saved_parts
@@ -45,13 +48,13 @@ def load_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
         "motion_adapter",
         adapter_source,
         ADAPTER,
-        lambda: MotionAdapter.from_pretrained(adapter_source, torch_dtype=dtype),
+        lambda: MotionAdapter.from_pretrained(adapter_source, torch_dtype=dtype, use_safetensors=True),
     )
     pipe = _guarded(
         "base",
         base_source,
         SD_PIPELINE,
-        lambda: AnimateDiffPipeline.from_pretrained(base_source, motion_adapter=adapter, torch_dtype=dtype),
+        lambda: AnimateDiffPipeline.from_pretrained(base_source, motion_adapter=adapter, torch_dtype=dtype, use_safetensors=True),
     )
     return ModelParts(
         unet=PrunableUNet(pipe.unet),
@@ -63,20 +66,20 @@ def load_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
     )
 
 
-def _looks_local(source: str) -> bool:
+def looks_local(source: str) -> bool:
+    """Whether ``source`` is written as a local path rather than an ``owner/name`` hub id."""
     return source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
 
 
 def _located(option: str, source: str, what: str) -> str:
-    """The existing local path for ``source``, or ``source`` itself if it reads as a hub id."""
+    """The existing local path for ``source`` (its weight files checked), or ``source`` as a hub id.
+
+    A local-looking path that does not exist was refused by ``Config`` validation already.
+    """
     path = Path(source).expanduser()
     if path.exists():
+        _guarded(option, str(path), what, lambda: check_weight_folder(path))
         return str(path)
-    if _looks_local(source):
-        raise VipkitError(
-            f"{option} = {source!r}: no such local directory. Point {option} at a directory holding "
-            f"{what}, or give a hub id such as 'owner/name'."
-        )
     return source
 
 
@@ -84,6 +87,8 @@ def _guarded(option: str, source: str, what: str, build: Callable[[], T]) -> T:
     """Run ``build``, turning every failure (hub, file, format) into a VipkitError naming the option."""
     try:
         return build()
+    except VipkitError as exc:  # already says what is wrong and what to do
+        raise VipkitError(f"{option} = {source!r}: {exc}") from exc
     except Exception as exc:  # the user's to fix: wrong path, offline hub, not that kind of checkpoint
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise VipkitError(

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
+from vipkit.weights import check_weight_folder
 from vipkit_animatediff.blocks import PrunableUNet
 from vipkit_animatediff.parts import ModelParts
 
@@ -56,6 +57,7 @@ def save_parts(directory: Path, parts: ModelParts, pipeline: Any, settings: dict
 def load_saved_parts(directory: Path) -> ModelParts:
     """Rebuild the parts written by ``save_parts``; the UNet bit-identical, removals included."""
     transformers_logging.disable_progress_bar()
+    check_weight_folder(directory)  # a truncated file is named here, not deep inside a loader
     manifest = json.loads((directory / MANIFEST).read_text())
     with init_empty_weights():  # parameters on the meta device: no time spent on random init
         module = UNetMotionModel.from_config(UNetMotionModel.load_config(directory / "unet"))
@@ -65,8 +67,8 @@ def load_saved_parts(directory: Path) -> ModelParts:
     module.load_state_dict(load_file(directory / "unet" / UNET_WEIGHTS), strict=True, assign=True)
     return ModelParts(
         unet=unet,
-        vae=AutoencoderKL.from_pretrained(directory / "vae"),
-        text_encoder=CLIPTextModel.from_pretrained(directory / "text_encoder"),
+        vae=AutoencoderKL.from_pretrained(directory / "vae", use_safetensors=True),
+        text_encoder=CLIPTextModel.from_pretrained(directory / "text_encoder", use_safetensors=True),
         tokenizer=CLIPTokenizer.from_pretrained(directory / "tokenizer"),
         scheduler=DDIMScheduler.from_pretrained(directory / "scheduler"),
         default_settings=manifest["generation_settings"],

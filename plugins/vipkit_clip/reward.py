@@ -18,6 +18,7 @@ from pydantic import Field
 
 import vipkit
 from vipkit.errors import VipkitError
+from vipkit.weights import check_weight_folder
 from vipkit_clip.tiny import tiny_clip
 
 if TYPE_CHECKING:
@@ -80,8 +81,12 @@ def load_clip(model: str, device: str, dtype: str, preset: str | None = None) ->
         )
     source = str(path) if local else model
     try:
-        clip = CLIPModel.from_pretrained(source, local_files_only=local)
+        if local:
+            check_weight_folder(path)
+        clip = CLIPModel.from_pretrained(source, local_files_only=local, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    except VipkitError as exc:
+        raise VipkitError(f"reward option `model` = {model!r}: {exc}") from exc
     except OSError as exc:
         detail = " ".join(str(exc).split()).rstrip(".")  # one paragraph
         raise VipkitError(
@@ -141,6 +146,7 @@ class ClipReward(vipkit.RewardModel):
 
     name = "clip"
     dimensions = ("clip_score", "frame_consistency")
+    value_ranges = {"clip_score": (0.0, 1.0), "frame_consistency": (-1.0, 1.0)}  # clamped cosine, cosine
 
     class Config(vipkit.Config):
         model: str = Field(

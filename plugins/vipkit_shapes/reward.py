@@ -48,6 +48,7 @@ class ShapesReward(vipkit.RewardModel):
 
     name = "shapes"
     dimensions = ("text_alignment", "temporal_consistency", "dynamic_degree", "visual_quality")
+    value_ranges = dict.fromkeys(dimensions, (0.0, 1.0))
 
     class Config(vipkit.Config):
         colour_tolerance: float = Field(0.2, gt=0, description="Max RGB distance of an object pixel from the background→colour line.")

@@ -64,6 +64,30 @@ class BlockPruner(vipkit.Pruner):
             present = {block.name for block in model.blocks()}
         return removed
 
+    def check_plan(self, plan: vipkit.Plan) -> list[str]:
+        """The schedule must be able to take each stage's budget from the candidate blocks."""
+        stages, kinds = plan.stages, ", ".join(plan.block_kinds)
+        if self.config.blocks_per_stage is not None:
+            wanted = self.config.blocks_per_stage * stages
+            if wanted > len(plan.candidates):
+                return [
+                    f"blocks_per_stage: {self.config.blocks_per_stage} blocks × schedule.stages {stages} = {wanted} blocks, "
+                    f"but the model has {len(plan.candidates)} prunable blocks of kinds {kinds}; lower one of the two"
+                ]
+            return []
+        names = {block.name for block in plan.candidates}
+        outermost = [b for b in plan.candidates if not any(b.name.startswith(f"{other}.") for other in names)]
+        available = sum(block.params for block in outermost)
+        total = plan.model.num_parameters()
+        needed = 1 - (1 - self.config.param_fraction) ** stages  # each stage removes a fraction of what is left
+        if available < needed * total:
+            return [
+                f"param_fraction: {self.config.param_fraction} per stage over schedule.stages {stages} removes at least "
+                f"{needed:.1%} of the {total:,} parameters, but blocks of kinds {kinds} hold only "
+                f"{available / total:.1%} ({available:,}); lower param_fraction or the number of stages, or allow more block kinds"
+            ]
+        return []
+
     def _budget_met(self, blocks_removed: int, params_removed: int, params_at_start: int) -> bool:
         if self.config.blocks_per_stage is not None:
             return blocks_removed >= self.config.blocks_per_stage

@@ -60,6 +60,15 @@ class DegradedDimensions(vipkit.PairCurator):
             target_dimensions=targets,
         )
 
+    def check_plan(self, plan: vipkit.Plan) -> list[str]:
+        unknown = [dim for dim in self.config.dimensions or () if dim not in plan.reward.dimensions]
+        if unknown:
+            return [
+                f"dimensions: {', '.join(map(repr, unknown))} not scored by the reward {plan.reward.name!r} "
+                f"(it scores: {', '.join(plan.reward.dimensions)})"
+            ]
+        return []
+
     def degraded_dimensions(self, teacher: vipkit.Scores, student: vipkit.Scores) -> list[str]:
         """Dimensions whose mean dropped by more than ``margin``, largest drop first."""
         available = sorted(teacher.keys() & student.keys())
