@@ -74,7 +74,7 @@ def test_all_errors_reported_at_once_with_key_paths():
 def test_unknown_component_option_is_named():
     errors = errors_of(GOOD.replace("beta = 100", "betta = 100"))
     assert len(errors) == 1 and errors[0].startswith("losses[0].betta: unknown option; did you mean 'beta'?"), errors
-    assert "(known: beta, beta_convention, dpo_weight, reference, sft_target, sft_weight)" in errors[0]
+    assert "(known: beta, beta_convention, dpo_weight, reference, sft_target, sft_weight, uncond_weight)" in errors[0]
 
 
 def test_syntax_error_has_line_and_column():
