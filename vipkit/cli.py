@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -135,7 +136,15 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] 
     Console().print(table)
 
 
+class _KnownLibraryNoise(logging.Filter):
+    """Drops transformers' notice that torchvision is absent: vipkit never uses its image backend."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
 def main() -> None:
+    logging.getLogger("transformers.utils.import_utils").addFilter(_KnownLibraryNoise())
     try:
         app()
     except KeyboardInterrupt:
