@@ -1,0 +1,116 @@
+"""``vipkit.testing.check_reward``: every broken promise of a reward is found and named; good rewards pass."""
+
+import pytest
+import torch
+from pydantic import ConfigDict, Field
+
+import vipkit
+from vipkit.testing import RewardContractError, check_reward, sample_videos
+from vipkit_clip import ClipReward
+from vipkit_shapes import ShapesReward
+
+
+class Good(vipkit.RewardModel):
+    """Keeps the whole contract: two dimensions in [0, 1], per video, prompt count checked."""
+
+    name = "good"
+    dimensions = ("brightness", "redness")
+
+    class Config(vipkit.Config):
+        gain: float = Field(1.0, gt=0, le=1, description="multiplies the brightness")
+
+    def score(self, videos, prompts):
+        if len(prompts) != videos.shape[0]:
+            raise ValueError(f"{videos.shape[0]} videos but {len(prompts)} prompts")
+        return {"brightness": videos.mean(dim=(1, 2, 3, 4)) * self.config.gain, "redness": videos[:, :, 0].mean(dim=(1, 2, 3))}
+
+
+def broken(class_name, change=None, **attributes):
+    """A subclass of Good with one thing changed: its scores (``change(scores, videos, prompts)``) or class attributes."""
+    body = {"__module__": __name__, **attributes}
+    if change is not None:
+        body["score"] = lambda self, videos, prompts: change(Good.score(self, videos, prompts), videos, prompts)
+    return type(class_name, (Good,), body)
+
+
+class AcceptsUnknownKeys(vipkit.Config):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Undescribed(vipkit.Config):
+    gain: float = 1.0
+
+
+def mutate(scores, videos, prompts):
+    videos[:, 0] = 0
+    return scores
+
+
+def ignore_prompt_count(self, videos, prompts):
+    return {"brightness": videos.mean(dim=(1, 2, 3, 4)), "redness": videos[:, :, 0].mean(dim=(1, 2, 3))}
+
+
+def index_error_on_count(self, videos, prompts):
+    [prompts[i] for i in range(videos.shape[0])]
+    return ignore_prompt_count(self, videos, prompts)
+
+
+CASES = [
+    (broken("NoName", name=""), "`name` must be a non-empty str"),
+    (broken("DuplicateDims", dimensions=("a", "a")), "`dimensions` has duplicates: ('a', 'a')"),
+    (broken("ListDims", dimensions=["brightness"]), "`dimensions` must be a non-empty tuple"),
+    (broken("NotAConfig", Config=type("Config", (), {})), "`Config` must subclass vipkit.Config"),
+    (broken("OpenConfig", Config=AcceptsUnknownKeys), "`Config` accepts unknown keys"),
+    (broken("UndescribedConfig", Config=Undescribed), "`Config` options without a description (Field(..., description=...)): gain"),
+    (broken("Missing", lambda s, v, p: {"brightness": s["brightness"]}), "missing: ['redness'], undeclared: none"),
+    (broken("Extra", lambda s, v, p: {**s, "blue": s["redness"]}), "missing: none, undeclared: ['blue']"),
+    (broken("NotADict", lambda s, v, p: list(s.values())), "score(videos, prompts) returned list, not a dict"),
+    (broken("Column", lambda s, v, p: {**s, "redness": s["redness"][:, None]}), "score()['redness'] must be a tensor of shape (2,) (one score per video), got torch.Size([2, 1])"),
+    (broken("Float", lambda s, v, p: {**s, "redness": s["redness"].tolist()}), "score()['redness'] must be a tensor of shape (2,)"),
+    (broken("NaN", lambda s, v, p: {**s, "redness": s["redness"] / 0 * 0}), "score()['redness'] has non-finite values [nan, nan]"),
+    (broken("Integer", lambda s, v, p: {**s, "redness": (s["redness"] * 100).long()}), "score()['redness'] dtype torch.int64 is not floating point"),
+    (broken("Grad", lambda s, v, p: {**s, "redness": s["redness"].requires_grad_()}), "score()['redness'] carries autograd history"),
+    (broken("OutOfRange", lambda s, v, p: {**s, "brightness": s["brightness"] * 10}), "score()['brightness'] has values"),
+    (broken("Raises", lambda s, v, p: 1 / 0), "score(videos, prompts) raised ZeroDivisionError: division by zero"),
+    (broken("Mutates", mutate), "score() modified its input videos"),
+    (broken("Noisy", lambda s, v, p: {**s, "redness": s["redness"] + torch.rand(len(p)) * 1e-2}), "score()['redness'] called twice is not deterministic"),
+    (broken("Positional", lambda s, v, p: {**s, "redness": s["redness"] + 0.1 * torch.arange(len(p))}), "score()['redness'] of a reordered batch differs"),
+    (broken("BatchMean", lambda s, v, p: {**s, "redness": s["redness"] - s["redness"].mean() + 0.5}), "score()['redness'] of video 0 alone differs from the same video in a batch"),
+    (broken("NoCountCheck", score=ignore_prompt_count), "score() of 2 videos with 1 prompts returned scores; raise ValueError"),
+    (broken("WrongError", score=index_error_on_count), "score() of 2 videos with 1 prompts raised IndexError: list index out of range; raise ValueError"),
+]
+
+
+@pytest.mark.parametrize(("cls", "expected"), CASES, ids=[cls.__name__ for cls, _ in CASES])
+def test_each_broken_promise_is_named(cls, expected):
+    with pytest.raises(RewardContractError) as info:
+        check_reward(cls, ranges=(0.0, 1.0))
+    assert any(expected in violation for violation in info.value.violations), info.value.violations
+    assert f"{cls.__qualname__} breaks the RewardModel contract" in str(info.value)
+
+
+def test_good_reward_passes_and_returns_its_scores():
+    scores = check_reward(Good, {"gain": 0.5}, ranges={"brightness": (0, 0.5), "redness": (0, 1)})
+    torch.testing.assert_close(scores["brightness"], sample_videos(2).mean(dim=(1, 2, 3, 4)) * 0.5, rtol=0, atol=0)
+
+
+def test_every_violation_is_reported_at_once_in_one_message():
+    many = broken("Many", lambda s, v, p: {"brightness": s["brightness"].double() * 10 + torch.arange(len(p))})
+    with pytest.raises(RewardContractError) as info:
+        check_reward(many, ranges=(0, 1))
+    violations = info.value.violations
+    assert len(violations) == 4, violations  # missing dimension, out of range, reordered batch, video 1 alone
+    assert str(info.value).startswith("test_testing_kit.Many breaks the RewardModel contract in 4 ways:\n  - score() returned the dimensions")
+    assert isinstance(info.value, AssertionError)  # pytest reports it as a failed assertion
+
+
+def test_invalid_options_and_non_rewards_are_reported():
+    with pytest.raises(RewardContractError, match=r"cannot be built from options \{'gain': -1\}: ValidationError"):
+        check_reward(Good, {"gain": -1})
+    with pytest.raises(RewardContractError, match="is not a vipkit.RewardModel subclass"):
+        check_reward(int)
+
+
+def test_in_tree_rewards_keep_the_contract():
+    check_reward(ShapesReward, ranges=(0, 1))
+    check_reward(ClipReward, {"preset": "tiny"}, list(vipkit.testing.SAMPLE_PROMPTS), ranges={"clip_score": (0, 1), "frame_consistency": (-1, 1)})
