@@ -121,3 +121,14 @@ def test_a_part_that_returns_other_dimensions_is_named():
 
     with pytest.raises(VipkitError, match=r"reward 'liar' returned the dimensions \['a'\] but declares \['a', 'b'\]"):
         CombinedReward({"x": Liar(), "world": ShapesReward()}).score(sample_videos(1), ["a red square moving left"])
+
+
+def test_the_cli_shows_table_names_in_errors_verbatim(tmp_path):
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "both.toml"
+    recipe.write_text(TWO_REWARDS + '[reward]\nname = "shapes"\n')
+    result = subprocess.run([sys.executable, "-m", "vipkit", "validate", str(recipe)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "reward: has both [reward] and [[rewards]]; use one [reward] table" in result.stderr, result.stderr  # not eaten as markup

@@ -156,7 +156,8 @@ def test_an_engine_run_and_its_resume_score_each_distinct_video_exactly_once(tmp
     try:
         recipe = parse_recipe(RECIPE, plugins=plugins)
         out = tmp_path / "run"
-        first = compress(recipe, RECIPE, out, log=lambda line: None)
+        lines = []
+        first = compress(recipe, RECIPE, out, log=lines.append)
         scored_first = list(Counting.scored)
         # Without the cache: the stage-1 baseline repeats the teacher's evaluation, each "pruned" summary
         # repeats a ranking evaluation, stage 2's baseline repeats stage 1's distilled summary, and the
@@ -166,6 +167,10 @@ def test_an_engine_run_and_its_resume_score_each_distinct_video_exactly_once(tmp
         # student's evaluation if training changed it (the baseline and the pruned summary are cache hits).
         per_stage = [len(s["importance"]) + 2 + (s["train"]["steps"] > 0) for s in first["stages"]]
         assert len(scored_first) == 1 + 2 + sum(per_stage)  # + the teacher's evaluation and training videos
+        # Answered from the cache per stage: the baseline, the pruned summary (if no training: the distilled
+        # one too), and from stage 2 on the teacher's two training videos.
+        hits = sum(2 + (s["train"]["steps"] == 0) for s in first["stages"]) + 2 * (len(first["stages"]) - 1)
+        assert lines[-1] == f"rewards: counting: {len(scored_first)} videos scored, {hits} answered from the score cache"
 
         resumed = tmp_path / "resumed"
         shutil.copytree(out, resumed)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -22,7 +23,7 @@ USER_ERROR = 2
 
 
 def _fail(message: str, code: int = USER_ERROR) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # messages quote [tables]
     return typer.Exit(code)
 
 
@@ -60,7 +61,7 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe files to
             console.print(f"[green]ok[/] {path}")
         except VipkitError as exc:
             failed += 1
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(USER_ERROR)
 

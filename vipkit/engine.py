@@ -37,7 +37,7 @@ from vipkit.recipe import Recipe
 from vipkit.report import write_report
 from vipkit.rundir import RunDirectory
 from vipkit.saved_model import load_saved_model, save_model
-from vipkit.score_cache import with_score_cache
+from vipkit.score_cache import cache_summary, with_score_cache
 from vipkit.training import WeightedLoss, train_on_pairs
 
 Log = Callable[[str], None]
@@ -242,4 +242,6 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
     log(f"building components ({recipe.model.name}, {recipe.reward.name}, {recipe.scorer.name}, {recipe.pruner.name}, {recipe.curator.name}, {', '.join(l.name for l in recipe.losses)})")
     parts = Parts.build(recipe, plugins)
     parts.reward = with_score_cache(parts.reward, run.score_cache)  # a resumed run rescores nothing it scored before
-    return Compression(recipe, run, parts, log).run_all()
+    results = Compression(recipe, run, parts, log).run_all()
+    log(f"rewards: {cache_summary(parts.reward)}")
+    return results

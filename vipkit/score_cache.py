@@ -113,3 +113,12 @@ def with_score_cache(reward: RewardModel, root: Path | None) -> RewardModel:
     if isinstance(reward, CombinedReward):
         return CombinedReward({alias: with_score_cache(part, root) for alias, part in reward.parts.items()})
     return CachedReward(reward, root)
+
+
+def cache_summary(reward: RewardModel) -> str:
+    """One line for the run log: how many videos each cached reward scored and how many the cache answered."""
+    if isinstance(reward, CombinedReward):
+        return "; ".join(cache_summary(part) for part in reward.parts.values())
+    if not isinstance(reward, CachedReward):
+        return f"{reward.name}: not cached"
+    return f"{reward.name}: {reward.misses} videos scored, {reward.hits} answered from the score cache"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from torch import Tensor
 
 from vipkit.interfaces import Config, RewardModel, Scores, VideoModel
 from vipkit.plugins import load_plugins
-
-if TYPE_CHECKING:
-    from torch import Tensor
 
 SAMPLE_PROMPTS = ("a red square moving left", "a blue circle moving up", "a green star spinning")
 
@@ -22,8 +22,6 @@ def tiny_model(family: str = "animatediff", **options: Any) -> VideoModel:
 
 def sample_videos(batch: int = 2, frames: int = 4, height: int = 32, width: int = 32, seed: int = 0) -> Tensor:
     """Deterministic videos ``(B, F, 3, H, W)`` in [0, 1]: a bright square drifting over a gradient."""
-    import torch
-
     generator = torch.Generator().manual_seed(seed)
     ys = torch.linspace(0, 1, height).view(1, height, 1)
     xs = torch.linspace(0, 1, width).view(1, 1, width)
@@ -89,32 +87,32 @@ def check_reward(
     scores = _scores_or_violation(reward, videos, list(prompts), "score(videos, prompts)", violations)
     if scores is None:
         raise RewardContractError(cls, violations)
-    if not _torch().equal(videos, before):
+    if not torch.equal(videos, before):
         violations.append("score() modified its input videos; work on a copy")
     comparable = _score_violations(reward, scores, len(prompts), _range_of(ranges, reward.dimensions), violations)
 
-    def same(label: str, expected: Callable[[Any], Any], videos_: Any, prompts_: list[str]) -> None:
-        other = _scores_or_violation(reward, videos_, prompts_, label, violations)
+    def same(call: str, problem: str, expected: Callable[[Tensor], Tensor], videos_: Tensor, prompts_: list[str]) -> None:
+        other = _scores_or_violation(reward, videos_, prompts_, f"score() {call}", violations)
         for dim in comparable if other is not None else ():
-            problem = _difference(other.get(dim), expected(scores[dim]), atol)
-            if problem:
-                violations.append(f"score()[{dim!r}] {label}: {problem}")
+            difference = _difference(other.get(dim), expected(scores[dim]), atol)
+            if difference:
+                violations.append(f"score()[{dim!r}] {problem}: {difference}")
 
-    same("called twice is not deterministic", lambda v: v, videos, list(prompts))
+    same("called again", "called twice is not deterministic", lambda v: v, videos, list(prompts))
     order = list(reversed(range(len(prompts))))
-    same("of a reordered batch differs from the batch (a score must not depend on the other videos)", lambda v: v[order], videos[order], [prompts[i] for i in order])
+    same(
+        "of the reordered batch",
+        "of a reordered batch differs from the batch (a score must not depend on the other videos)",
+        lambda v: v[order],
+        videos[order],
+        [prompts[i] for i in order],
+    )
     for i, prompt in enumerate(prompts):
-        same(f"of video {i} alone differs from the same video in a batch", lambda v, i=i: v[i : i + 1], videos[i : i + 1], [prompt])
+        same(f"of video {i} alone", f"of video {i} alone differs from the same video in a batch", lambda v, i=i: v[i : i + 1], videos[i : i + 1], [prompt])
     _prompt_count_violation(reward, videos, list(prompts), violations)
     if violations:
         raise RewardContractError(cls, violations)
     return scores
-
-
-def _torch() -> Any:
-    import torch
-
-    return torch
 
 
 def _class_violations(cls: type[RewardModel]) -> list[str]:
@@ -140,7 +138,7 @@ def _class_violations(cls: type[RewardModel]) -> list[str]:
     return found
 
 
-def _scores_or_violation(reward: RewardModel, videos: Any, prompts: list[str], label: str, violations: list[str]) -> Scores | None:
+def _scores_or_violation(reward: RewardModel, videos: Tensor, prompts: list[str], label: str, violations: list[str]) -> Scores | None:
     try:
         scores = reward.score(videos, prompts)
     except Exception as exc:  # noqa: BLE001
@@ -162,7 +160,6 @@ def _range_of(ranges: Range | Mapping[str, Range] | None, dims: Sequence[str]) -
 
 def _score_violations(reward: RewardModel, scores: Scores, batch: int, ranges: dict[str, Range], violations: list[str]) -> list[str]:
     """Check each returned tensor; return the dimensions whose scores can be compared across calls."""
-    torch = _torch()
     declared = list(reward.dimensions)
     missing = [d for d in declared if d not in scores]
     extra = [d for d in scores if d not in declared]
@@ -193,15 +190,14 @@ def _score_violations(reward: RewardModel, scores: Scores, batch: int, ranges: d
     return comparable
 
 
-def _difference(actual: Any, expected: Any, atol: float) -> str | None:
-    torch = _torch()
+def _difference(actual: Any, expected: Tensor, atol: float) -> str | None:
     if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape:
         return f"expected a tensor of shape {tuple(expected.shape)}, got {getattr(actual, 'shape', type(actual).__name__)}"
     gap = (actual.double() - expected.double()).abs().max().item()
     return None if gap <= atol else f"{actual.tolist()} vs {expected.tolist()} (max difference {gap:.3g} > atol {atol:g})"
 
 
-def _prompt_count_violation(reward: RewardModel, videos: Any, prompts: list[str], violations: list[str]) -> None:
+def _prompt_count_violation(reward: RewardModel, videos: Tensor, prompts: list[str], violations: list[str]) -> None:
     fewer = prompts[:-1]
     try:
         reward.score(videos, fewer)
