@@ -41,6 +41,12 @@ class Undescribed(vipkit.Config):
     gain: float = 1.0
 
 
+class OptionDependentDimensions(Good):
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.dimensions = ("brightness",)
+
+
 def mutate(scores, videos, prompts):
     videos[:, 0] = 0
     return scores
@@ -62,6 +68,7 @@ CASES = [
     (broken("NotAConfig", Config=type("Config", (), {})), "`Config` must subclass vipkit.Config"),
     (broken("OpenConfig", Config=AcceptsUnknownKeys), "`Config` accepts unknown keys"),
     (broken("UndescribedConfig", Config=Undescribed), "`Config` options without a description (Field(..., description=...)): gain"),
+    (OptionDependentDimensions, "`dimensions` is ('brightness',) once built from options {}, but the class declares ('brightness', 'redness')"),
     (broken("Missing", lambda s, v, p: {"brightness": s["brightness"]}), "missing: ['redness'], undeclared: none"),
     (broken("Extra", lambda s, v, p: {**s, "blue": s["redness"]}), "missing: none, undeclared: ['blue']"),
     (broken("NotADict", lambda s, v, p: list(s.values())), "score(videos, prompts) returned list, not a dict"),

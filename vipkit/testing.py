@@ -65,7 +65,7 @@ def check_reward(
 
     Every violation is collected and raised at once as a ``RewardContractError`` (an AssertionError,
     so pytest shows it as a failed test). Checked: a non-empty ``name``; ``dimensions`` a non-empty
-    tuple of distinct names; a ``Config`` subclassing ``vipkit.Config`` (unknown keys rejected, every
+    tuple of distinct names that building does not change; a ``Config`` subclassing ``vipkit.Config`` (unknown keys rejected, every
     option described); built from ``options``; ``score`` returns exactly the declared dimensions, each
     a finite floating CPU tensor of shape ``(batch,)`` without autograd history, within ``ranges``
     (one ``(low, high)`` for every dimension, or one per dimension) when given; it leaves the videos
@@ -79,6 +79,11 @@ def check_reward(
         reward = cls.from_options(options)
     except Exception as exc:  # noqa: BLE001 (any failure is the plugin's to report)
         raise RewardContractError(cls, [*violations, f"cannot be built from options {options or {}}: {type(exc).__name__}: {exc}"]) from exc
+    if not violations and tuple(reward.dimensions) != cls.dimensions:
+        violations.append(
+            f"`dimensions` is {tuple(reward.dimensions)} once built from options {options or {}}, but the class declares "
+            f"{cls.dimensions}; recipes are validated against the class attribute, so it must not depend on options"
+        )
     if violations:  # without a valid name and dimensions the scores cannot be judged
         raise RewardContractError(cls, violations)
 
