@@ -5,7 +5,8 @@ import torch
 from pydantic import ConfigDict, Field
 
 import vipkit
-from vipkit.testing import RewardContractError, check_reward, sample_videos
+from vipkit.plugins import load_plugins
+from vipkit.testing import ContractError, check_loss, check_reward, sample_videos
 from vipkit_clip import ClipReward
 from vipkit_shapes import ShapesReward
 
@@ -90,7 +91,7 @@ CASES = [
 
 @pytest.mark.parametrize(("cls", "expected"), CASES, ids=[cls.__name__ for cls, _ in CASES])
 def test_each_broken_promise_is_named(cls, expected):
-    with pytest.raises(RewardContractError) as info:
+    with pytest.raises(ContractError) as info:
         check_reward(cls, ranges=(0.0, 1.0))
     assert any(expected in violation for violation in info.value.violations), info.value.violations
     assert f"{cls.__qualname__} breaks the RewardModel contract" in str(info.value)
@@ -103,7 +104,7 @@ def test_good_reward_passes_and_returns_its_scores():
 
 def test_every_violation_is_reported_at_once_in_one_message():
     many = broken("Many", lambda s, v, p: {"brightness": s["brightness"].double() * 10 + torch.arange(len(p))})
-    with pytest.raises(RewardContractError) as info:
+    with pytest.raises(ContractError) as info:
         check_reward(many, ranges=(0, 1))
     violations = info.value.violations
     assert len(violations) == 4, violations  # missing dimension, out of range, reordered batch, video 1 alone
@@ -112,12 +113,81 @@ def test_every_violation_is_reported_at_once_in_one_message():
 
 
 def test_invalid_options_and_non_rewards_are_reported():
-    with pytest.raises(RewardContractError, match=r"cannot be built from options \{'gain': -1\}: ValidationError"):
+    with pytest.raises(ContractError, match=r"cannot be built from options \{'gain': -1\}: ValidationError"):
         check_reward(Good, {"gain": -1})
-    with pytest.raises(RewardContractError, match="is not a vipkit.RewardModel subclass"):
+    with pytest.raises(ContractError, match="is not a vipkit.RewardModel subclass"):
         check_reward(int)
 
 
 def test_in_tree_rewards_keep_the_contract():
     check_reward(ShapesReward, ranges=(0, 1))
     check_reward(ClipReward, {"preset": "tiny"}, list(vipkit.testing.SAMPLE_PROMPTS), ranges={"clip_score": (0, 1), "frame_consistency": (-1, 1)})
+
+
+# ---------------------------------------------------------------------------------------------
+# check_loss
+
+SMALL = {"num_frames": 4, "height": 16, "width": 16, "num_inference_steps": 2}
+
+
+class Mse(vipkit.DistillLoss):
+    """Keeps the contract: denoising MSE on the winners, randomness from the batch's generator."""
+
+    name = "mse"
+
+    def prediction_and_target(self, student, batch):
+        latents = batch.winner_latents
+        noise = torch.randn(latents.shape, generator=batch.generator)
+        timesteps = torch.randint(0, student.num_train_timesteps, (latents.shape[0],), generator=batch.generator)
+        prediction = student.predict_noise(student.add_noise(latents, noise, timesteps), timesteps, batch.conditioning)
+        return prediction, student.training_target(latents, noise, timesteps)
+
+    def compute(self, student, teacher, batch):
+        prediction, target = self.prediction_and_target(student, batch)
+        loss = (prediction - target).pow(2).mean()
+        return vipkit.LossOutput(loss, {"mse": loss.item()})
+
+
+def broken_loss(class_name, change):
+    def compute(self, student, teacher, batch):
+        return change(self, student, batch, Mse.compute(self, student, teacher, batch))
+
+    return type(class_name, (Mse,), {"__module__": __name__, "compute": compute})
+
+
+def unseeded(self, student, batch, out):
+    return vipkit.LossOutput(out.loss + 1e-3 * torch.rand(()), out.metrics)
+
+
+def edits_weights(self, student, batch, out):
+    with torch.no_grad():
+        student.trainable_parameters("all")[0].add_(1.0)
+    return vipkit.LossOutput(out.loss, {"mse": torch.tensor(1.0)})
+
+
+LOSS_CASES = [
+    (broken_loss("Detached", lambda self, s, b, out: vipkit.LossOutput(out.loss.detach(), out.metrics)), ["compute().loss has no autograd history"]),
+    (broken_loss("Vector", lambda self, s, b, out: vipkit.LossOutput(out.loss.expand(2), out.metrics)), ["compute().loss must be a finite floating scalar tensor"]),
+    (broken_loss("Unseeded", unseeded), ["compute() with the same generator seed gave"]),
+    (broken_loss("Flat", lambda self, s, b, out: vipkit.LossOutput(out.loss * 0, out.metrics)), ["backward() of the loss gives the student's 'all' parameters no gradient"]),
+    (broken_loss("EditsWeights", edits_weights), [  # the edit also changes the second call's loss
+        "compute() with the same generator seed gave", "compute().metrics must map names to finite floats", "compute() changed model weights"]),
+]
+
+
+@pytest.mark.parametrize(("cls", "expected"), LOSS_CASES, ids=[cls.__name__ for cls, _ in LOSS_CASES])
+def test_check_loss_names_each_broken_promise(cls, expected):
+    with pytest.raises(ContractError) as info:
+        check_loss(cls, **SMALL)
+    assert [next((v for v in info.value.violations if e in v), None) for e in expected] == info.value.violations, info.value.violations
+    assert "breaks the DistillLoss contract" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["redpo", "sft", "kd"])
+def test_in_tree_losses_keep_the_contract(name):
+    output = check_loss(load_plugins().registry("losses").get(name), **SMALL)
+    assert output.loss.item() > 0
+
+
+def test_a_good_loss_passes_and_scope_is_the_familys():
+    assert check_loss(Mse, scope="motion", **SMALL).metrics["mse"] > 0

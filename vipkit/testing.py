@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vipkit.interfaces import Config, RewardModel, Scores, VideoModel
+from vipkit.interfaces import Component, Config, DistillLoss, LossOutput, PairBatch, RewardModel, Scores, VideoModel
 from vipkit.plugins import load_plugins
 
 SAMPLE_PROMPTS = ("a red square moving left", "a blue circle moving up", "a green star spinning")
@@ -36,17 +36,17 @@ def sample_videos(batch: int = 2, frames: int = 4, height: int = 32, width: int 
     return videos
 
 
-class RewardContractError(AssertionError):
-    """Every way a reward class breaks the ``RewardModel`` contract, one line each (raised by ``check_reward``)."""
+class ContractError(AssertionError):
+    """Every way a component class breaks its interface's contract, one line each (raised by the ``check_*``)."""
 
-    def __init__(self, cls: type, violations: list[str]) -> None:
+    def __init__(self, cls: type, violations: list[str], interface: type[Component] = RewardModel) -> None:
         self.violations = violations
         label = f"{cls.__module__}.{cls.__qualname__}"
         count = f"{len(violations)} way{'s' if len(violations) != 1 else ''}"
         super().__init__(
-            f"{label} breaks the RewardModel contract in {count}:\n"
+            f"{label} breaks the {interface.__name__} contract in {count}:\n"
             + "\n".join(f"  - {v}" for v in violations)
-            + "\n(the contract: docs/plugins.md, section 'The reward contract')"
+            + f"\n(the contract: docs/plugins.md, section 'The {interface.__name__} contract')"
         )
 
 
@@ -63,7 +63,7 @@ def check_reward(
 ) -> Scores:
     """Check that ``cls`` keeps the whole RewardModel contract; return its scores of ``sample_videos``.
 
-    Every violation is collected and raised at once as a ``RewardContractError`` (an AssertionError,
+    Every violation is collected and raised at once as a ``ContractError`` (an AssertionError,
     so pytest shows it as a failed test). Checked: a non-empty ``name``; ``dimensions`` a non-empty
     tuple of distinct names that building does not change; a ``Config`` subclassing ``vipkit.Config`` (unknown keys rejected, every
     option described); built from ``options``; ``score`` returns exactly the declared dimensions, each
@@ -73,25 +73,25 @@ def check_reward(
     alone (within ``atol``), and raises ``ValueError`` when prompts and videos differ in number.
     """
     if not (isinstance(cls, type) and issubclass(cls, RewardModel)):
-        raise RewardContractError(type(cls), [f"{cls!r} is not a vipkit.RewardModel subclass"])
+        raise ContractError(type(cls), [f"{cls!r} is not a vipkit.RewardModel subclass"])
     violations = _class_violations(cls)
     try:
         reward = cls.from_options(options)
     except Exception as exc:  # noqa: BLE001 (any failure is the plugin's to report)
-        raise RewardContractError(cls, [*violations, f"cannot be built from options {options or {}}: {type(exc).__name__}: {exc}"]) from exc
+        raise ContractError(cls, [*violations, f"cannot be built from options {options or {}}: {type(exc).__name__}: {exc}"]) from exc
     if not violations and tuple(reward.dimensions) != cls.dimensions:
         violations.append(
             f"`dimensions` is {tuple(reward.dimensions)} once built from options {options or {}}, but the class declares "
             f"{cls.dimensions}; recipes are validated against the class attribute, so it must not depend on options"
         )
     if violations:  # without a valid name and dimensions the scores cannot be judged
-        raise RewardContractError(cls, violations)
+        raise ContractError(cls, violations)
 
     videos = sample_videos(batch=len(prompts))
     before = videos.clone()
     scores = _scores_or_violation(reward, videos, list(prompts), "score(videos, prompts)", violations)
     if scores is None:
-        raise RewardContractError(cls, violations)
+        raise ContractError(cls, violations)
     if not torch.equal(videos, before):
         violations.append("score() modified its input videos; work on a copy")
     comparable = _score_violations(reward, scores, len(prompts), _range_of(ranges, reward.dimensions), violations)
@@ -116,19 +116,25 @@ def check_reward(
         same(f"of video {i} alone", f"of video {i} alone differs from the same video in a batch", lambda v, i=i: v[i : i + 1], videos[i : i + 1], [prompt])
     _prompt_count_violation(reward, videos, list(prompts), violations)
     if violations:
-        raise RewardContractError(cls, violations)
+        raise ContractError(cls, violations)
     return scores
 
 
 def _class_violations(cls: type[RewardModel]) -> list[str]:
-    found = []
-    if not (isinstance(getattr(cls, "name", None), str) and cls.name):
-        found.append("`name` must be a non-empty str class attribute (recipes name the reward by it)")
+    found = _component_violations(cls)
     dims = getattr(cls, "dimensions", None)
     if not (isinstance(dims, tuple) and dims and all(isinstance(d, str) and d for d in dims)):
         found.append(f"`dimensions` must be a non-empty tuple of non-empty str, got {dims!r}")
     elif len(set(dims)) != len(dims):
         found.append(f"`dimensions` has duplicates: {dims}")
+    return found
+
+
+def _component_violations(cls: type[Component]) -> list[str]:
+    """What every component owes recipes: a name to be found by, and options that validate themselves."""
+    found = []
+    if not (isinstance(getattr(cls, "name", None), str) and cls.name):
+        found.append("`name` must be a non-empty str class attribute (recipes name the component by it)")
     if not (isinstance(cls.Config, type) and issubclass(cls.Config, Config)):
         found.append("`Config` must subclass vipkit.Config (validated, frozen, unknown keys rejected)")
         return found
@@ -212,3 +218,76 @@ def _prompt_count_violation(reward: RewardModel, videos: Tensor, prompts: list[s
         violations.append(f"score() of {len(prompts)} videos with {len(fewer)} prompts raised {type(exc).__name__}: {exc}; raise ValueError naming both counts")
         return
     violations.append(f"score() of {len(prompts)} videos with {len(fewer)} prompts returned scores; raise ValueError naming both counts")
+
+
+def check_loss(
+    cls: type[DistillLoss], options: dict[str, Any] | None = None, family: str = "animatediff", scope: str = "all", **model_options: Any
+) -> LossOutput:
+    """Check that ``cls`` keeps the DistillLoss contract on a tiny teacher and its pruned copy; return the output.
+
+    Every violation is raised at once as a ``ContractError``. Checked: ``name`` and ``Config`` as for
+    every component; built from ``options``; ``begin_stage`` then ``compute`` on a batch of two pairs
+    returns a ``LossOutput`` whose ``loss`` is a finite floating scalar with autograd history and whose
+    ``metrics`` are finite floats; the same generator seed gives the same loss; ``compute`` changes no
+    weight; ``backward`` gives the student's ``scope`` parameters finite gradients, not all zero.
+    ``model_options`` go to ``tiny_model`` (e.g. smaller ``num_frames`` for speed).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, DistillLoss)):
+        raise ContractError(type(cls), [f"{cls!r} is not a vipkit.DistillLoss subclass"], DistillLoss)
+    violations = _component_violations(cls)
+    try:
+        loss = cls.from_options(options)
+    except Exception as exc:  # noqa: BLE001
+        raise ContractError(cls, [*violations, f"cannot be built from options {options or {}}: {type(exc).__name__}: {exc}"], DistillLoss) from exc
+    teacher = tiny_model(family, **model_options)
+    student = teacher.copy()
+    student.remove_block(student.blocks()[0].name)  # as in a run: the student is pruned, so it differs from the teacher
+    for param in [*teacher.trainable_parameters("all"), *student.trainable_parameters("all")]:
+        param.requires_grad_(False)
+    params = student.trainable_parameters(scope)
+    for param in params:
+        param.requires_grad_(True)
+    prompts = list(SAMPLE_PROMPTS[:2])
+    winners = teacher.generate(prompts, [0, 1]).latents
+    losers = winners + 0.1 * torch.randn(winners.shape, generator=torch.Generator().manual_seed(0))
+    conditioning = student.encode_prompts(prompts)
+    weights = [p.detach().clone() for p in [*student.trainable_parameters("all"), *teacher.trainable_parameters("all")]]
+
+    def compute() -> LossOutput:
+        return loss.compute(student, teacher, PairBatch(winners, losers, conditioning, torch.Generator().manual_seed(0)))
+
+    student.train_mode(True)
+    try:
+        loss.begin_stage(student, teacher)
+        first, again = compute(), compute()
+    except Exception as exc:  # noqa: BLE001
+        raise ContractError(cls, [*violations, f"begin_stage/compute raised {type(exc).__name__}: {exc}"], DistillLoss) from exc
+    finally:
+        student.train_mode(False)
+    if not isinstance(first, LossOutput):
+        raise ContractError(cls, [*violations, f"compute() returned {type(first).__name__}, not a vipkit.LossOutput"], DistillLoss)
+    value = first.loss
+    if not (isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point() and torch.isfinite(value)):
+        violations.append(f"compute().loss must be a finite floating scalar tensor, got {value!r}")
+    elif not value.requires_grad:
+        violations.append("compute().loss has no autograd history: the student cannot learn from it")
+    elif not torch.equal(value.detach(), again.loss.detach()):
+        violations.append(f"compute() with the same generator seed gave {value.item()} then {again.loss.item()}; draw all randomness from batch.generator")
+    bad_metrics = {k: v for k, v in first.metrics.items() if not (isinstance(k, str) and isinstance(v, float) and torch.isfinite(torch.tensor(v)))}
+    if bad_metrics:
+        violations.append(f"compute().metrics must map names to finite floats (they go to metrics.jsonl), got {bad_metrics}")
+    now = [*student.trainable_parameters("all"), *teacher.trainable_parameters("all")]
+    if any(not torch.equal(before, after.detach()) for before, after in zip(weights, now, strict=True)):
+        violations.append("compute() changed model weights; only the optimizer may change the student")
+    if not violations:
+        value.backward()
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads or all(float(g.abs().sum()) == 0 for g in grads):
+            violations.append(f"backward() of the loss gives the student's {scope!r} parameters no gradient")
+        elif not all(torch.isfinite(g).all() for g in grads):
+            violations.append("backward() of the loss gives non-finite gradients")
+    for param in params:
+        param.requires_grad_(False)
+    if violations:
+        raise ContractError(cls, violations, DistillLoss)
+    return first
