@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,8 @@ TINY = ROOT / "recipes" / "tiny_vip.toml"
 
 
 def vipkit(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vipkit", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as conftest does in-process: 2 threads on 2 shared cores crawl
+    return subprocess.run([sys.executable, "-m", "vipkit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_help_does_not_import_torch():

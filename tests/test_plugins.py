@@ -31,6 +31,8 @@ def test_plugin_defined_in_a_test_registers_and_unregisters():
         dimensions = ("brightness",)
 
         def score(self, videos, prompts):
+            if len(prompts) != len(videos):
+                raise ValueError(f"{len(videos)} videos but {len(prompts)} prompts")
             return {"brightness": videos.mean(dim=(1, 2, 3, 4))}
 
     class Plugin:

@@ -36,9 +36,10 @@ from vipkit.plugins import Plugins, load_plugins
 from vipkit.preflight import check_plan
 from vipkit.recipe import Recipe
 from vipkit.report import write_report
-from vipkit.reward_checks import CheckedReward
+from vipkit.reward_checks import checked
 from vipkit.rundir import RunDirectory
 from vipkit.saved_model import load_saved_model, save_model
+from vipkit.score_cache import cache_summary, with_score_cache
 from vipkit.training import WeightedLoss, train_on_pairs
 
 Log = Callable[[str], None]
@@ -268,16 +269,16 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
     plugins = load_plugins()
     parts = prepare(recipe, plugins, log)
     run = RunDirectory.open(out, recipe, recipe_text, plugins)
-    return Compression(recipe, run, parts, log).run_all()
+    every_score_checked = checked(parts.reward, plugins.registry("rewards").source)
+    parts.reward = with_score_cache(every_score_checked, run.score_cache)  # a resumed run rescores nothing
+    results = Compression(recipe, run, parts, log).run_all()
+    log(f"rewards: {cache_summary(parts.reward)}")
+    return results
 
 
 def prepare(recipe: Recipe, plugins: Plugins, log: Log) -> Parts:
-    """Build the components and check the plan against them (``compress --dry-run`` stops here); writes nothing.
-
-    The reward is wrapped so that every score the run uses is checked (``vipkit.reward_checks``).
-    """
+    """Build the components and check the plan against them (``compress --dry-run`` stops here); writes nothing."""
     log(f"building components ({recipe.model.name}, {recipe.reward.name}, {recipe.scorer.name}, {recipe.pruner.name}, {recipe.curator.name}, {', '.join(l.name for l in recipe.losses)})")
     parts = Parts.build(recipe, plugins)
     check_plan(recipe, parts)
-    parts.reward = CheckedReward(parts.reward, plugins.registry("rewards").source(recipe.reward.name))
     return parts

@@ -3,7 +3,8 @@
 Validation collects every error at once, each with its key path (``losses[0].beta: ...``); TOML
 syntax errors carry line and column. Component tables (``[model]``, ``[reward]``, ``[scorer]``,
 ``[pruner]``, ``[curator]``, ``[[losses]]``) name a registered component and are validated against
-that component's own ``Config``.
+that component's own ``Config``. Several rewards combine through ``[[rewards]]`` tables instead of
+``[reward]`` (each may set ``as = "alias"``); their dimensions are then named ``<alias>.<dimension>``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vipkit.combined_reward import CombinedReward, combined_dimensions
 from vipkit.errors import VipkitError
 from vipkit.interfaces import Config
 from vipkit.plugins import Plugins, load_plugins
@@ -102,6 +104,32 @@ class ComponentSpec(BaseModel):
         data = {"name": self.name, **self.config.model_dump(mode="json")}
         return data | ({"weight": self.weight} if self.kind == "losses" else {})
 
+    def dimensions(self, plugins: Plugins) -> tuple[str, ...]:
+        """A reward's declared dimensions."""
+        return tuple(plugins.registry(self.kind).get(self.name).dimensions)
+
+
+class CombinedRewardSpec(BaseModel):
+    """The ``[[rewards]]`` tables after validation: each part's spec by its alias, in recipe order."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    parts: dict[str, ComponentSpec]
+    key: str = "rewards"  # where the recipe holds it, for messages
+
+    @property
+    def name(self) -> str:
+        return " + ".join(spec.name for spec in self.parts.values())
+
+    def build(self, plugins: Plugins) -> CombinedReward:
+        return CombinedReward({alias: spec.build(plugins) for alias, spec in self.parts.items()})
+
+    def dump(self) -> dict[str, Any]:
+        return {"combine": [{"as": alias, **spec.dump()} for alias, spec in self.parts.items()]}
+
+    def dimensions(self, plugins: Plugins) -> tuple[str, ...]:
+        return combined_dimensions({alias: spec.dimensions(plugins) for alias, spec in self.parts.items()})
+
 
 class Recipe(BaseModel):
     """A validated recipe: everything a run needs, with defaults filled in."""
@@ -111,7 +139,7 @@ class Recipe(BaseModel):
     source: str
     seed: int
     model: ComponentSpec
-    reward: ComponentSpec
+    reward: ComponentSpec | CombinedRewardSpec
     scorer: ComponentSpec
     pruner: ComponentSpec
     curator: ComponentSpec
@@ -143,14 +171,14 @@ class Recipe(BaseModel):
         return hashlib.sha256(json.dumps(self.dump(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_COMPONENT_TABLES = {"model": "models", "reward": "rewards", "scorer": "scorers", "pruner": "pruners", "curator": "curators"}
+_COMPONENT_TABLES = {"model": "models", "scorer": "scorers", "pruner": "pruners", "curator": "curators"}
 _SECTIONS: dict[str, type[_Section]] = {
     "prompts": PromptsSection,
     "schedule": ScheduleSection,
     "train": TrainSection,
     "objective": ObjectiveSection,
 }
-_TOP_LEVEL = {"seed", "description", "losses", *_COMPONENT_TABLES, *_SECTIONS}
+_TOP_LEVEL = {"seed", "description", "losses", "reward", "rewards", *_COMPONENT_TABLES, *_SECTIONS}
 MAX_SEED = 2**32 - 1  # seeds of videos and steps are derived by adding offsets; keep them far from int64
 
 
@@ -252,6 +280,48 @@ class _Validator:
                 )
             seen.setdefault(identity, spec.key)
 
+    def reward(self) -> ComponentSpec | CombinedRewardSpec | None:
+        """``[reward]`` (one reward) or ``[[rewards]]`` (several, combined), never both."""
+        if ("reward" in self.data) == ("rewards" in self.data):
+            problem = "has both [reward] and [[rewards]]" if "reward" in self.data else "missing table [reward]"
+            self.errors.append(
+                f"reward: {problem}; use one [reward] table (a RewardModel: name = \"...\") for one reward, "
+                "or [[rewards]] tables (each with name and optionally as = \"alias\") to combine several"
+            )
+            return None
+        if "reward" in self.data:
+            return self.component("reward", "rewards", self.data["reward"])
+        tables = self.data["rewards"]
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+            self.errors.append("rewards: must be one or more [[rewards]] tables, each with name = \"...\"")
+            return None
+        parts: dict[str, ComponentSpec] = {}
+        for i, table in enumerate(tables):
+            options = dict(table)
+            alias = options.pop("as", options.get("name"))
+            spec = self.component(f"rewards[{i}]", "rewards", options)
+            if spec is None:
+                continue
+            if not isinstance(alias, str) or not alias or "." in alias:
+                self.errors.append(f"rewards[{i}].as: must be a non-empty name without dots (it prefixes the dimensions: alias.dimension)")
+            elif alias in parts:
+                self.errors.append(f"rewards[{i}].as: {alias!r} is already used by an earlier [[rewards]] table; give each table its own `as = \"...\"`")
+            else:
+                parts[alias] = spec
+        return CombinedRewardSpec(parts=parts) if len(parts) == len(tables) else None
+
+    def objective_weights(self, objective: ObjectiveSection, reward: ComponentSpec | CombinedRewardSpec) -> None:
+        dimensions = reward.dimensions(self.plugins)
+        for dim, weight in objective.weights.items():
+            if dim not in dimensions:
+                close = difflib.get_close_matches(dim, dimensions, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                self.errors.append(f"objective.weights.{dim}: reward {reward.name!r} has no such dimension.{hint} It has: {', '.join(dimensions)}")
+            elif weight < 0:
+                self.errors.append(f"objective.weights.{dim}: must be >= 0")
+        if objective.weights and not sum(objective.weights.values()) > 0:
+            self.errors.append("objective.weights: at least one weight must be > 0")
+
     def section(self, key: str) -> _Section | None:
         try:
             return _strict(_SECTIONS[key], self.data.get(key, {}))
@@ -290,6 +360,7 @@ class _Validator:
                 self.errors.append(f"{key}: missing table [{key}]; add it with `name = ` one of: {known}")
             else:
                 specs[key] = self.component(key, kind, self.data[key])
+        specs["reward"] = self.reward()
         losses_data = self.data.get("losses")
         losses: list[ComponentSpec | None] = []
         if losses_data is None or losses_data == []:
@@ -304,16 +375,8 @@ class _Validator:
         train_prompts = self.prompt_list(prompts, "train") if isinstance(prompts, PromptsSection) else []
         eval_prompts = self.prompt_list(prompts, "eval") if isinstance(prompts, PromptsSection) else []
         objective = sections["objective"]
-        reward = specs.get("reward")
-        if isinstance(objective, ObjectiveSection) and reward is not None:
-            dimensions = self.plugins.registry("rewards").get(reward.name).dimensions
-            for dim, weight in objective.weights.items():
-                if dim not in dimensions:
-                    self.errors.append(f"objective.weights.{dim}: reward {reward.name!r} has no such dimension (it has: {', '.join(dimensions)})")
-                elif weight < 0:
-                    self.errors.append(f"objective.weights.{dim}: must be >= 0")
-            if objective.weights and not sum(objective.weights.values()) > 0:
-                self.errors.append("objective.weights: at least one weight must be > 0")
+        if isinstance(objective, ObjectiveSection) and specs["reward"] is not None:
+            self.objective_weights(objective, specs["reward"])
         train = sections["train"]
         if isinstance(train, TrainSection) and isinstance(prompts, PromptsSection) and train_prompts:
             videos = len(train_prompts) * prompts.videos_per_prompt

@@ -5,6 +5,7 @@ Layout::
     recipe.toml          the recipe as given          resolved.json   the resolved recipe + fingerprint
     environment.json     versions, plugins, seed      metrics.jsonl   one JSON object per training step
     cache/teacher/       teacher videos by (prompt, seed, settings)
+    cache/scores/        reward results by (video, prompt, reward, config)
     stages/stage-NNN.pairs/   pruning decision + preference pairs of a stage (written before training)
     stages/stage-NNN/    a finished stage: model/ + stage.json (written last)
     samples/             GIFs for people to look at
@@ -94,6 +95,10 @@ class RunDirectory:
     @property
     def teacher_cache(self) -> Path:
         return self.root / "cache" / "teacher"
+
+    @property
+    def score_cache(self) -> Path:
+        return self.root / "cache" / "scores"
 
     @property
     def samples(self) -> Path:

@@ -1,0 +1,124 @@
+"""Every reward result is kept by (video, prompt, reward, config), so a run never scores a video twice.
+
+A video's key hashes its bytes, dtype and shape with its prompt; a reward's key hashes its name and
+validated config. Scores live in memory and on disk, one small JSON file per video under
+``cache/scores/<reward key>/`` in the run directory, so a resumed run reads the teacher's (and every
+finished step's) scores instead of recomputing them. JSON keeps the exact value (Python prints floats
+with ``repr``, which round-trips), so a cached score equals the fresh one bit for bit.
+
+A score may be cached per video because the contract says a video's score does not depend on the
+other videos in its batch (``vipkit.testing.check_reward`` checks it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vipkit.atomic import write_json
+from vipkit.combined_reward import CombinedReward, require_declared_dimensions
+from vipkit.interfaces import RewardModel, Scores
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+KEY_FORMAT = 1
+"""Changes whenever the keys below are computed differently, so old cache entries are never misread."""
+
+
+def reward_key(reward: RewardModel) -> str:
+    """Which reward, configured how: its registered name and validated config."""
+    identity = {"format": KEY_FORMAT, "reward": reward.name, "config": reward.config.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def video_key(video: Tensor, prompt: str) -> str:
+    """Which video, scored against which prompt: dtype, shape, every byte, and the prompt."""
+    import torch
+
+    digest = hashlib.sha256(f"{KEY_FORMAT}|{video.dtype}|{tuple(video.shape)}|".encode())
+    digest.update(video.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    digest.update(prompt.encode())
+    return digest.hexdigest()[:32]
+
+
+class CachedReward(RewardModel):
+    """Wraps a reward: videos it has seen (in this process or stored in ``directory``) are not scored again."""
+
+    def __init__(self, reward: RewardModel, root: Path | None = None) -> None:
+        super().__init__(reward.config)
+        self.reward = reward
+        self.name = reward.name
+        self.dimensions = tuple(reward.dimensions)
+        self.key = reward_key(reward)
+        self.directory = root / self.key if root is not None else None
+        self.memory: dict[str, dict[str, Tensor]] = {}
+        self.hits = 0  # videos answered from the cache
+        self.misses = 0  # videos the wrapped reward scored
+
+    def score(self, videos: Tensor, prompts: Sequence[str]) -> Scores:
+        import torch
+
+        if videos.shape[0] != len(prompts):
+            raise ValueError(f"{videos.shape[0]} videos but {len(prompts)} prompts; score() needs one prompt per video")
+        keys = [video_key(video, prompt) for video, prompt in zip(videos, prompts, strict=True)]
+        missing: dict[str, int] = {}  # key -> first index, so a video repeated in the batch is scored once
+        for index, key in enumerate(keys):
+            if key not in self.memory and not self._load(key) and key not in missing:
+                missing[key] = index
+        if missing:
+            indices = list(missing.values())
+            fresh = require_declared_dimensions(self.reward, self.reward.score(videos[indices], [prompts[i] for i in indices]))
+            for row, (key, index) in enumerate(missing.items()):
+                self.memory[key] = {dim: fresh[dim][row].detach().cpu().clone() for dim in self.dimensions}
+                self._store(key, prompts[index])
+        self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        return {dim: torch.stack([self.memory[key][dim] for key in keys]) for dim in self.dimensions}
+
+    def _load(self, key: str) -> bool:
+        import torch
+
+        if self.directory is None or not (self.directory / f"{key}.json").exists():
+            return False
+        stored = json.loads((self.directory / f"{key}.json").read_text(encoding="utf-8"))
+        self.memory[key] = {
+            dim: torch.tensor(value, dtype=getattr(torch, stored["dtypes"][dim])) for dim, value in stored["scores"].items()
+        }
+        return True
+
+    def _store(self, key: str, prompt: str) -> None:
+        if self.directory is None:
+            return
+        if not self.directory.exists():
+            self.directory.mkdir(parents=True)
+            write_json(self.directory / "reward.json", {"format": KEY_FORMAT, "reward": self.name, "config": self.config.model_dump(mode="json")})
+        scores = self.memory[key]
+        write_json(
+            self.directory / f"{key}.json",
+            {
+                "prompt": prompt,
+                "scores": {dim: value.item() for dim, value in scores.items()},
+                "dtypes": {dim: str(value.dtype).removeprefix("torch.") for dim, value in scores.items()},
+            },
+        )
+
+
+def with_score_cache(reward: RewardModel, root: Path | None) -> RewardModel:
+    """``reward`` with its results cached under ``root``; a combined reward caches each part on its own,
+    so changing one part's options rescores only that part."""
+    if isinstance(reward, CombinedReward):
+        return CombinedReward({alias: with_score_cache(part, root) for alias, part in reward.parts.items()})
+    return CachedReward(reward, root)
+
+
+def cache_summary(reward: RewardModel) -> str:
+    """One line for the run log: how many videos each cached reward scored and how many the cache answered."""
+    if isinstance(reward, CombinedReward):
+        return "; ".join(cache_summary(part) for part in reward.parts.values())
+    if not isinstance(reward, CachedReward):
+        return f"{reward.name}: not cached"
+    return f"{reward.name}: {reward.misses} videos scored, {reward.hits} answered from the score cache"
