@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -80,21 +81,29 @@ def compress(
     except VipkitError as exc:
         raise _fail(str(exc)) from None
     out = out or Path("runs") / recipe.stem
-    console.print(_plan_table(resolved))
+    from vipkit.distributed import launched_as_main
+
+    main = launched_as_main()  # under torchrun / accelerate launch, rank 0 speaks for the run
+    if main:
+        console.print(_plan_table(resolved))
     if dry_run:
         console.print(f"dry run: nothing was run; the run directory would be {out}")
         return
-    from vipkit import progress
+    from vipkit import distributed, progress
     from vipkit.engine import compress as run_compress
     from vipkit.report import markdown_table, results_table
 
     try:
-        with progress.display() as bars:
-            results = run_compress(resolved, recipe.read_text(encoding="utf-8"), out, log=lambda line: bars.console.print(line, highlight=False, soft_wrap=True))
+        with progress.display() if main else nullcontext() as bars:
+            log = (lambda line: bars.console.print(line, highlight=False, soft_wrap=True)) if main else (lambda line: None)
+            results = run_compress(resolved, recipe.read_text(encoding="utf-8"), out, log=log)
     except VipkitError as exc:
         raise _fail(str(exc)) from None
     except FloatingPointError as exc:
         raise _fail(f"{exc}. The finished stages in {out} are intact; fix the recipe (learning rate, loss weights) and re-run to resume.", 1) from None
+    distributed.finish()
+    if not main:
+        return
     header, rows = results_table(results)
     print(markdown_table(header, rows))
     done = f"[green]done[/]: model in {results['final']['model']}, results in {out / 'results.json'}, report in {out / 'report.md'}"
