@@ -21,46 +21,74 @@ ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1
 
 TRAIN_SCRIPT = '''
 import json, sys
+from pathlib import Path
 import torch
 torch.set_num_threads(1)
 from safetensors.torch import save_file
 import vipkit
 from vipkit import distributed
+from vipkit.checkpoint import CheckpointStore
 from vipkit.plugins import load_plugins
 from vipkit.recipe import TrainSection
 from vipkit.testing import tiny_model
 from vipkit.training import WeightedLoss, train_on_pairs
 
+out, fsdp, checkpoints = sys.argv[1], sys.argv[2] == "fsdp", sys.argv[3] if len(sys.argv) > 3 else None
 teacher = tiny_model(height=16, width=16, num_frames=4, num_inference_steps=2)
-student = teacher.copy()
-student.remove_block("up_blocks.0.motion_modules.1")
 winners, losers = torch.randn(2, 5, 4, 4, 8, 8, generator=torch.Generator().manual_seed(11))
 pairs = vipkit.PairSet([f"prompt {i}" for i in range(5)], list(range(5)), winners, losers, torch.zeros(5), torch.zeros(5), ["x"])
 loss = load_plugins().registry("losses").get("redpo").from_options({"sft_weight": 1.0})
 # 5 pairs, batch 3 in 2 micro-batches: steps of 3 and 2 pairs, micro-batches of 2+1 and 1+1 pairs, so a rank
 # sometimes has no pair of a micro-batch (its zero-weighted stand-in must not change the update)
-settings = TrainSection(epochs=2, batch_size=3, gradient_accumulation_steps=2, learning_rate=1e-2, optimizer="sgd")
-losses = []
-summary = train_on_pairs(student, teacher, pairs, [WeightedLoss(1.0, loss)], settings, seed=5, log=lambda m: losses.append(m["loss"]))
-gathered = distributed.map_sharded(lambda indices: [(distributed.rank(), i * i) for i in indices], 5)
+settings = TrainSection(epochs=2, batch_size=3, gradient_accumulation_steps=2, learning_rate=1e-2, optimizer="sgd", fsdp=fsdp,
+                        checkpoint_every=1, keep_checkpoints=10)
+store = CheckpointStore(Path(checkpoints), keep=10) if checkpoints else None
+
+
+def trained():
+    student = teacher.copy()
+    student.remove_block("up_blocks.0.motion_modules.1")
+    losses = []
+    summary = train_on_pairs(student, teacher, pairs, [WeightedLoss(1.0, loss)], settings, seed=5,
+                             log=lambda m: losses.append(m["loss"]), checkpoints=store, pairs_hash="p")
+    return {k: v.clone() for k, v in student.denoiser().state_dict().items()}, losses, summary
+
+
+weights, losses, _ = trained()
+report = {"world": distributed.world_size(), "losses": losses}
+report["gathered"] = distributed.map_sharded(lambda indices: [(distributed.rank(), i * i) for i in indices], 5)
+if store is not None:  # as if killed after step 2: resume from there, on every rank, and get the same weights
+    if distributed.is_main():
+        for late in store.complete()[2:]:
+            late.rename(late.with_name("." + late.name + ".gone"))
+    distributed.barrier()
+    again, _, summary = trained()
+    report["resumed_at_step"] = summary["resumed_at_step"]
+    report["resume_bit_identical"] = all(torch.equal(again[k], v) for k, v in weights.items())
 if distributed.is_main():
-    save_file({k: v.contiguous() for k, v in student.denoiser().state_dict().items()}, sys.argv[1])
-    print(json.dumps({"world": distributed.world_size(), "losses": losses, "gathered": gathered}))
+    save_file({k: v.contiguous() for k, v in weights.items()}, out)
+    print(json.dumps(report))
 distributed.finish()
 '''
 
 
-def run_training(tmp_path: Path, launcher: tuple[str, ...]) -> tuple[dict, dict[str, torch.Tensor]]:
+def run_training(tmp_path: Path, launcher: tuple[str, ...], mode: str = "ddp", checkpoints: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
     script = tmp_path / "train.py"
     script.write_text(TRAIN_SCRIPT)
-    out = tmp_path / f"weights-{len(launcher)}.safetensors"
-    result = subprocess.run([sys.executable, *launcher, str(script), str(out)], capture_output=True, text=True, timeout=600, env={**os.environ, **ENV})
+    out = tmp_path / f"weights-{mode}-{len(launcher)}.safetensors"
+    extra = [str(tmp_path / f"checkpoints-{mode}")] if checkpoints else []
+    result = subprocess.run([sys.executable, *launcher, str(script), str(out), mode, *extra], capture_output=True, text=True, timeout=600, env={**os.environ, **ENV})
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), load_file(str(out))
 
 
-def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(tmp_path):
-    one, weights_one = run_training(tmp_path, ())
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    return run_training(tmp_path_factory.mktemp("one"), ())
+
+
+def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(one_process, tmp_path):
+    one, weights_one = one_process
     two, weights_two = run_training(tmp_path, TORCHRUN)
     assert (one["world"], two["world"]) == (1, 2)
     assert one["gathered"] == [[0, 0], [0, 1], [0, 4], [0, 9], [0, 16]]
@@ -72,6 +100,18 @@ def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(
     assert max((v - start[k]).abs().max().item() for k, v in weights_one.items()) > 1e-4  # training moved the weights
     for key, value in weights_one.items():
         torch.testing.assert_close(weights_two[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_fsdp_on_two_processes_trains_the_same_weights_and_resumes_bit_identically(one_process, tmp_path):
+    one, weights_one = one_process
+    two, weights_two = run_training(tmp_path, TORCHRUN, mode="fsdp", checkpoints=True)
+    assert two["world"] == 2 and two["losses"] == pytest.approx(one["losses"], rel=1e-3)
+    for key, value in weights_one.items():
+        torch.testing.assert_close(weights_two[key], value, rtol=0, atol=1e-6, msg=key)
+    assert two["resumed_at_step"] == 2 and two["resume_bit_identical"]
+    saved = sorted(p.name for p in (tmp_path / "checkpoints-fsdp").iterdir() if not p.name.startswith("."))
+    assert saved[-1] == "stage-001-step-00000004"
+    assert load_file(str(tmp_path / "checkpoints-fsdp" / saved[-1] / "parameters.safetensors"))["param.0"].dim() >= 1  # full tensors
 
 
 def test_two_process_run_takes_the_same_decisions_and_pairs_as_one(micro_reference, tmp_path):

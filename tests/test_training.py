@@ -92,9 +92,10 @@ def test_lr_schedule_and_sgd_reach_the_optimizer(teacher, pairs):
     assert [r["step"] for r in records] == [0, 1, 2, 3]
 
 
-def test_resume_from_a_checkpoint_is_bit_identical(teacher, pairs, tmp_path):
+@pytest.mark.parametrize("lora", [None, {"rank": 2}], ids=["full", "lora"])
+def test_resume_from_a_checkpoint_is_bit_identical(teacher, pairs, tmp_path, lora):
     store = CheckpointStore(tmp_path / "checkpoints", keep=10)
-    options = dict(batch_size=1, epochs=2, lr_schedule="cosine", warmup_steps=2, checkpoint_every=1, keep_checkpoints=10)
+    options = dict(batch_size=1, epochs=2, lr_schedule="cosine", warmup_steps=2, checkpoint_every=1, keep_checkpoints=10, lora=lora)
     reference, summary = train(teacher, pairs, store=store, **options)
     assert [p.name for p in store.complete()] == [f"stage-001-step-{s:08d}" for s in range(1, 9)]
     for late in store.complete()[3:]:

@@ -42,7 +42,11 @@ def _plan_table(recipe) -> Table:  # noqa: ANN001 (Recipe, imported lazily)
     table.add_row(
         "training per stage",
         f"≤ {train.epochs * -(-n_train // train.batch_size)} steps ({train.epochs} epochs × batch {train.batch_size}), "
-        f"lr {train.learning_rate}, scope {train.trainable!r}",
+        f"lr {train.learning_rate} {train.optimizer} {train.lr_schedule}, scope {train.trainable!r}"
+        + (f" (LoRA rank {train.lora.rank})" if train.lora else "")
+        + (f", {train.gradient_accumulation_steps} micro-batches" if train.gradient_accumulation_steps > 1 else "")
+        + (", bf16" if train.mixed_precision == "bf16" else "")
+        + f"; checkpoint {'every ' + str(train.checkpoint_every) + ' steps' if train.checkpoint_every else 'at the end'}",
     )
     table.add_row("objective", json.dumps(recipe.objective.weights) if recipe.objective.weights else "mean of all reward dimensions")
     return table

@@ -90,6 +90,9 @@ class TrainSection(_Section):
     lora: LoraSection | None = Field(None, description="train low-rank adapters on the trainable scope; merged on save")
     mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16 autocast for the training forward passes")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    fsdp: bool = Field(
+        False, description="on several processes, shard parameters, gradients and optimizer state (FSDP2) instead of DDP"
+    )
     checkpoint_every: int = Field(
         0, ge=0, description="write a training checkpoint every this many optimizer steps (0: only when a stage's training ends)"
     )

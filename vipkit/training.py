@@ -16,7 +16,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vipkit import distributed
+from vipkit import distributed, fsdp
 from vipkit.checkpoint import CheckpointStore, TrainingState
 from vipkit.errors import VipkitError
 from vipkit.faults import fault_point
@@ -100,23 +100,25 @@ def merge_lora(module: torch.nn.Module) -> None:
             module.set_submodule(name, layer.get_base_layer())
 
 
-@contextmanager
-def _training_setup(
-    student: VideoModel, teacher: VideoModel, settings: TrainSection, accelerator: Any
-) -> Iterator[tuple[list[torch.nn.Parameter], torch.nn.Module | None]]:
-    """Freeze all, make the scope (or its adapters) trainable, wrap for DDP; undo it all afterwards, merging LoRA.
+@dataclass
+class _Trainable:
+    params: list[torch.nn.Parameter]  # what the optimizer steps (FSDP: the sharded copy's parameters)
+    ddp: torch.nn.Module | None  # the DDP wrapper, for no_sync during micro-batches
+    sharded: bool  # FSDP: parameters, gradients and optimizer state are DTensor shards
 
-    Yields the trained parameters and the DDP wrapper (None on one process).
-    """
+
+@contextmanager
+def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSection, accelerator: Any) -> Iterator[_Trainable]:
+    """Freeze all, make the scope (or its adapters) trainable, wrap for DDP or FSDP; undo it afterwards, merging LoRA."""
+    world = distributed.world_size()
     for param in [*teacher.trainable_parameters("all"), *student.trainable_parameters("all")]:
         param.requires_grad_(False)
     scope = student.trainable_parameters(settings.trainable)
-    needs_module = settings.lora is not None or distributed.world_size() > 1
     module = None
     try:
         module = student.denoiser()
     except NotImplementedError:
-        if needs_module:
+        if settings.lora is not None or world > 1:
             raise VipkitError(
                 f"model family {student.name!r} does not expose its denoiser module (VideoModel.denoiser), "
                 "which LoRA and multi-process training need; train it on one process without train.lora"
@@ -126,13 +128,19 @@ def _training_setup(
         param.requires_grad_(True)
     if settings.gradient_checkpointing:
         student.set_gradient_checkpointing(True)
-    wrapper = None
-    if module is not None and distributed.world_size() > 1:
-        wrapper = accelerator.prepare_model(module, device_placement=False)
-        student.use_denoiser(wrapper)
     student.train_mode(True)
+    trainable = _Trainable(params, None, False)
+    if module is not None and world > 1 and settings.fsdp:
+        runner, sharded_params = fsdp.sharded_copy(module, params)
+        trainable = _Trainable(sharded_params, None, True)
+        student.use_denoiser(runner.train(True))
+    elif module is not None and world > 1:
+        trainable.ddp = accelerator.prepare_model(module, device_placement=False)
+        student.use_denoiser(trainable.ddp)
     try:
-        yield params, wrapper
+        yield trainable
+        if trainable.sharded:
+            fsdp.copy_back(params, trainable.params)
     finally:
         student.train_mode(False)
         if module is not None:
@@ -174,7 +182,8 @@ def train_on_pairs(
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     autocast = torch.autocast(device_type, dtype=torch.bfloat16) if settings.mixed_precision == "bf16" else nullcontext()
     torch.manual_seed(derive_seed(seed, "init"))  # LoRA init: the same on every rank
-    with _training_setup(student, teacher, settings, accelerator) as (params, wrapper):
+    with _training_setup(student, teacher, settings, accelerator) as trainable:
+        params = trainable.params
         optimizer = _optimizer(settings, params)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.lr_schedule, settings.warmup_steps, total))
         for item in losses:
@@ -206,7 +215,7 @@ def train_on_pairs(
                     pair_generators=[torch.Generator().manual_seed(derive_seed(seed, "pair", step, int(i))) for i in mine],
                 )
                 last = number == len(chunks) - 1
-                sync = nullcontext() if last or wrapper is None else accelerator.no_sync(wrapper)
+                sync = nullcontext() if last or trainable.ddp is None else accelerator.no_sync(trainable.ddp)
                 with sync:
                     with autocast:
                         outputs = [(item, item.loss.compute(student, teacher, batch)) for item in losses]
@@ -219,7 +228,7 @@ def train_on_pairs(
             if not math.isfinite(step_loss):
                 raise FloatingPointError(f"the training loss became {step_loss} at step {step}; last metrics: {metrics}")
             if settings.max_grad_norm is not None:
-                metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm))
+                metrics["grad_norm"] = float(fsdp.full(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -229,7 +238,7 @@ def train_on_pairs(
                 log({"step": step, "epoch": epoch, "loss": step_loss, "lr": scheduler.get_last_lr()[0], **metrics})
             done = step + 1
             if checkpoints is not None and (done == total or (settings.checkpoint_every and done % settings.checkpoint_every == 0)):
-                _save(checkpoints, TrainingState(stage, done, student.removed_blocks, pairs_hash, params, optimizer.state_dict(), scheduler.state_dict(), losses=history))
+                _save(checkpoints, TrainingState(stage, done, student.removed_blocks, pairs_hash, [fsdp.full(p.detach()) for p in params], fsdp.full_optimizer_state(optimizer.state_dict()), scheduler.state_dict(), losses=history))
     return {
         "steps": total,
         "resumed_at_step": start,
@@ -250,8 +259,8 @@ def _restore(state: TrainingState, student: VideoModel, params: list[torch.nn.Pa
         raise VipkitError(f"checkpoint of stage {state.stage} step {state.step} holds other parameters than the trainer trains")
     with torch.no_grad():
         for param, saved in zip(params, state.parameters, strict=True):
-            param.copy_(saved)
-    optimizer.load_state_dict(state.optimizer)
+            param.copy_(fsdp.like(saved, param))
+    optimizer.load_state_dict(fsdp.sharded_optimizer_state(state.optimizer, params))
     scheduler.load_state_dict(state.scheduler)
     if rank < len(state.rng):
         torch.set_rng_state(state.rng[rank])
