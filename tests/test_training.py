@@ -13,7 +13,7 @@ from vipkit.plugins import load_plugins
 from vipkit.recipe import TrainSection
 from vipkit.saved_model import load_saved_model, save_model
 from vipkit.testing import tiny_model
-from vipkit.training import WeightedLoss, derive_seed, lr_factor, train_on_pairs
+from vipkit.training import WeightedLoss, derive_seed, lr_factor, micro_batches, train_on_pairs
 
 PRUNED_BLOCK = "up_blocks.0.motion_modules.1"
 
@@ -60,6 +60,18 @@ def test_lr_factor_warms_up_then_follows_the_schedule():
     assert [linear(s) for s in (2, 4, 6)] == [1.0, 0.5, 0.0]
     cosine = lr_factor("cosine", 0, 4)
     assert [round(cosine(s), 12) for s in range(5)] == [1.0, round(0.5 * (1 + math.cos(math.pi / 4)), 12), 0.5, round(0.5 * (1 + math.cos(3 * math.pi / 4)), 12), 0.0]
+
+
+def test_micro_batches_split_a_step_over_micro_batches_and_ranks_with_global_mean_weights():
+    step = torch.tensor([4, 0, 2])
+    plan = lambda accumulation, rank, world: [(m.tolist(), w) for m, w in micro_batches(step, accumulation, rank, world)]  # noqa: E731
+    assert plan(1, 0, 1) == [([4, 0, 2], 1.0)]
+    assert plan(2, 0, 1) == [([4, 0], 2 / 3), ([2], 1 / 3)]
+    assert plan(2, 0, 2) == [([4], 2 / 3), ([2], 2 / 3)]
+    assert plan(2, 1, 2) == [([0], 2 / 3), ([2], 0.0)]  # no pair of its own in the last micro-batch: a stand-in, weight 0
+    assert plan(3, 1, 2) == [([4], 0.0), ([0], 0.0), ([2], 0.0)]
+    # over ranks (DDP divides by world) the weights of each pair add up to 1 / len(step)
+    assert sum(w / 2 * len(m) for r in (0, 1) for m, w in plan(2, r, 2)) == pytest.approx(1.0)
 
 
 def test_derive_seed_is_stable_and_separates_its_parts():

@@ -26,6 +26,7 @@ from vipkit.recipe import LoraSection, TrainSection
 
 if TYPE_CHECKING:
     import torch
+    from torch import Tensor
 
 
 @dataclass
@@ -53,6 +54,21 @@ def lr_factor(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[i
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def micro_batches(indices: Tensor, accumulation: int, rank: int, world: int) -> list[tuple[Tensor, float]]:
+    """This rank's pairs in each micro-batch of one optimizer step, with the weight of their mean loss.
+
+    The weight is the rank's share of the step's pairs times ``world``, because DDP and FSDP average
+    gradients over ranks; the weighted sum is then the mean over the global batch. A rank without a
+    pair in a micro-batch gets a stand-in pair with weight 0: every rank must run every forward and
+    backward for the collectives to line up.
+    """
+    plan = []
+    for chunk in (c for c in indices.tensor_split(accumulation) if len(c)):
+        mine = chunk[rank::world]
+        plan.append((mine, len(mine) / len(indices) * world) if len(mine) else (chunk[:1], 0.0))
+    return plan
 
 
 def _optimizer(settings: TrainSection, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -199,14 +215,10 @@ def train_on_pairs(
             epoch, position = divmod(step, batches_per_epoch)
             order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch)))
             indices = order[position * settings.batch_size :][: settings.batch_size]
-            chunks = [c for c in torch.tensor_split(indices, settings.gradient_accumulation_steps) if len(c)]
+            plan = micro_batches(indices, settings.gradient_accumulation_steps, rank, world)
             step_loss = 0.0
             metrics: dict[str, float] = {}
-            for number, chunk in enumerate(chunks):
-                mine = chunk[rank::world]
-                share = len(mine) / len(indices) * world  # DDP averages over ranks: scale back to a global mean
-                if len(mine) == 0:  # every rank must run forward/backward: a zero-weighted stand-in pair
-                    mine, share = chunk[:1], 0.0
+            for number, (mine, share) in enumerate(plan):
                 batch = PairBatch(
                     pairs.winner_latents[mine],
                     pairs.loser_latents[mine],
@@ -214,7 +226,7 @@ def train_on_pairs(
                     generator=torch.Generator().manual_seed(derive_seed(seed, "batch", step, number, rank)),
                     pair_generators=[torch.Generator().manual_seed(derive_seed(seed, "pair", step, int(i))) for i in mine],
                 )
-                last = number == len(chunks) - 1
+                last = number == len(plan) - 1
                 sync = nullcontext() if last or trainable.ddp is None else accelerator.no_sync(trainable.ddp)
                 with sync:
                     with autocast:
