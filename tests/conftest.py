@@ -15,3 +15,26 @@ def _one_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+MICRO_RECIPE = os.path.join(os.path.dirname(__file__), "recipes", "micro_vip.toml")
+"""The smallest whole V.I.P. run (2 stages, checkpoint every step): kill/resume and multi-process tests."""
+
+
+def run_vipkit(*args: str, launcher: tuple[str, ...] = (), env: dict[str, str] | None = None, timeout: int = 600):
+    """``python -m vipkit ...`` (optionally under a launcher such as torchrun) in a real subprocess, one thread each."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, *launcher, "-m", "vipkit", *args]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+@pytest.fixture(scope="session")
+def micro_reference(tmp_path_factory):
+    """An uninterrupted one-process run of the micro recipe, made once per test session."""
+    out = tmp_path_factory.mktemp("micro") / "reference"
+    result = run_vipkit("compress", "--recipe", MICRO_RECIPE, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out

@@ -358,3 +358,43 @@ def test_kd_distils_a_block_removed_student(teacher, pairs):
         both = build("kd", on="both", output_weight=0.0).compute(student, teacher, batch_of(pairs))
     assert calls.batch_sizes == [4]
     assert both.loss.item() == pytest.approx(both.metrics["feature_mse"], rel=1e-6)
+
+
+def split_invariant_batch(pairs, rows: list[int]) -> vipkit.PairBatch:
+    """Rows of the pairs with one generator per pair, seeded by the pair's index (as the trainer does)."""
+    winners, losers, conditioning = pairs
+    return vipkit.PairBatch(
+        winners[rows],
+        losers[rows],
+        conditioning[rows],
+        torch.Generator().manual_seed(0),
+        pair_generators=[torch.Generator().manual_seed(SEED * 100 + row) for row in rows],
+    )
+
+
+@pytest.mark.parametrize("name", ["redpo", "sft", "kd"])
+def test_pair_generators_make_a_split_batch_give_the_whole_batch_loss(teacher, pairs, name):
+    """The loss of two pairs together equals the mean of each pair alone: what DDP and accumulation rely on."""
+    loss = build(name)
+    student = pruned_student(teacher)
+    whole = loss.compute(student, teacher, split_invariant_batch(pairs, [0, 1])).loss
+    alone = [loss.compute(student, teacher, split_invariant_batch(pairs, [row])).loss for row in (0, 1)]
+    torch.testing.assert_close(whole, (alone[0] + alone[1]) / 2, rtol=1e-5, atol=1e-6)
+    reordered = loss.compute(student, teacher, split_invariant_batch(pairs, [1, 0])).loss
+    torch.testing.assert_close(reordered, whole, rtol=1e-5, atol=1e-6)
+    # with the shared generator the split changes the draws, so the halves do not add up
+    shared_alone = [loss.compute(student, teacher, batch_of((w[[r]], l[[r]], c[[r]]))).loss for r in (0, 1) for w, l, c in [pairs]]
+    assert not torch.allclose(whole, (shared_alone[0] + shared_alone[1]) / 2, rtol=1e-3)
+
+
+def test_pair_generators_draw_noise_then_timestep_per_pair(teacher, pairs):
+    from vipkit_losses.noising import draw_noise
+
+    batch = split_invariant_batch(pairs, [0, 1])
+    noise, timesteps = draw_noise(batch, teacher.num_train_timesteps)
+    for position, row in enumerate((0, 1)):
+        generator = torch.Generator().manual_seed(SEED * 100 + row)
+        assert torch.equal(noise[position], torch.randn(pairs[0].shape[1:], generator=generator))
+        assert timesteps[position] == torch.randint(0, teacher.num_train_timesteps, (1,), generator=generator).item()
+    with pytest.raises(ValueError, match="1 pair generators for 2 pairs"):
+        draw_noise(vipkit.PairBatch(*pairs, torch.Generator(), pair_generators=batch.pair_generators[:1]), 1000)

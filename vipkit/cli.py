@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -43,7 +44,11 @@ def _plan_table(recipe) -> Table:  # noqa: ANN001 (Recipe, imported lazily)
     table.add_row(
         "training per stage",
         f"≤ {train.epochs * -(-n_train // train.batch_size)} steps ({train.epochs} epochs × batch {train.batch_size}), "
-        f"lr {train.learning_rate}, scope {train.trainable!r}",
+        f"lr {train.learning_rate} {train.optimizer} {train.lr_schedule}, scope {train.trainable!r}"
+        + (f" (LoRA rank {train.lora.rank})" if train.lora else "")
+        + (f", {train.gradient_accumulation_steps} micro-batches" if train.gradient_accumulation_steps > 1 else "")
+        + (", bf16" if train.mixed_precision == "bf16" else "")
+        + f"; checkpoint {'every ' + str(train.checkpoint_every) + ' steps' if train.checkpoint_every else 'at the end'}",
     )
     table.add_row("objective", json.dumps(recipe.objective.weights) if recipe.objective.weights else "mean of all reward dimensions")
     return table
@@ -82,7 +87,11 @@ def compress(
     except VipkitError as exc:
         raise _fail(str(exc)) from None
     out = out or Path("runs") / recipe.stem
-    console.print(_plan_table(resolved))
+    from vipkit.distributed import launched_as_main
+
+    main = launched_as_main()  # under torchrun / accelerate launch, rank 0 speaks for the run
+    if main:
+        console.print(_plan_table(resolved))
     if dry_run:
         from vipkit.engine import prepare
         from vipkit.plugins import load_plugins
@@ -101,15 +110,19 @@ def compress(
         )
         console.print(f"dry run: the plan checks out, nothing was run; the run directory would be {out}")
         return
-    from vipkit import progress
+    from vipkit import distributed, progress
     from vipkit.engine import compress as run_compress
     from vipkit.report import markdown_table, results_table
 
     try:
-        with progress.display() as bars:
-            results = run_compress(resolved, recipe.read_text(encoding="utf-8"), out, log=lambda line: bars.console.print(line, highlight=False, soft_wrap=True))
+        with progress.display() if main else nullcontext() as bars:
+            log = (lambda line: bars.console.print(line, highlight=False, soft_wrap=True)) if main else (lambda line: None)
+            results = run_compress(resolved, recipe.read_text(encoding="utf-8"), out, log=log)
     except VipkitError as exc:
         raise _fail(str(exc)) from None
+    distributed.finish()
+    if not main:
+        return
     header, rows = results_table(results)
     print(markdown_table(header, rows))
     done = f"[green]done[/]: model in {results['final']['model']}, results in {out / 'results.json'}, report in {out / 'report.md'}"

@@ -1,8 +1,12 @@
 """The V.I.P. loop: prune → find degraded dimensions → preference pairs → distil → checkpoint, per stage.
 
 Every decision lives in a component; this module only wires them together and keeps the run directory
-resumable: a stage's pairs are stored before its training, and a stage counts as finished once its
-checkpoint folder (model + stage.json) has been renamed into place.
+resumable: a stage's pairs are stored before its training, training writes checkpoints as it goes,
+and a stage counts as finished once its folder (model + stage.json) has been renamed into place.
+
+Under ``torchrun``/``accelerate launch`` every rank runs this same loop: generation and scoring are
+split over the ranks (``vipkit.sharded``) and gathered, so every rank takes the same decisions;
+only the main process writes files, the others wait at barriers.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vipkit import distributed, sharded
 from vipkit.atomic import staged_directory, write_json
+from vipkit.checkpoint import CheckpointStore, file_digest
 from vipkit.errors import VipkitError
+from vipkit.faults import fault_point
 from vipkit.generation_cache import GenerationCache
 from vipkit.interfaces import (
     CandidateVideos,
@@ -90,21 +97,25 @@ class Compression:
     def teacher_eval(self) -> tuple[Generation, Scores]:
         if self._teacher_eval is None:
             videos = self.teacher_cache.generate(self.parts.teacher, self.eval_prompts, self.eval_seeds)
-            self._teacher_eval = (videos, self.parts.reward.score(videos.videos, self.eval_prompts))
+            self._teacher_eval = (videos, sharded.score(self.parts.reward, videos.videos, self.eval_prompts))
         return self._teacher_eval
 
     def evaluate(self, model: VideoModel) -> Scores:
-        """The engine's ``Evaluate``: generate the evaluation prompts and score them."""
-        videos = model.generate(self.eval_prompts, self.eval_seeds)
-        return self.parts.reward.score(videos.videos, self.eval_prompts)
+        """The engine's ``Evaluate``: generate the evaluation prompts and score them, split over the ranks."""
+        videos = sharded.generate(model, self.eval_prompts, self.eval_seeds)
+        return sharded.score(self.parts.reward, videos.videos, self.eval_prompts)
+
+    def save_gif(self, videos: Any, name: str) -> None:
+        if distributed.is_main():
+            save_gif_grid(videos[:SAMPLE_VIDEOS], self.run.samples / f"{name}.gif")
 
     def summary(self, model: VideoModel, label: str, sample_name: str) -> dict[str, Any]:
         """Scores, objective, size and latency of ``model`` on the evaluation prompts, plus a sample GIF."""
         start = time.perf_counter()
-        videos = model.generate(self.eval_prompts, self.eval_seeds)
+        videos = sharded.generate(model, self.eval_prompts, self.eval_seeds)
         seconds = (time.perf_counter() - start) / len(self.eval_prompts)
-        scores = self.parts.reward.score(videos.videos, self.eval_prompts)
-        save_gif_grid(videos.videos[:SAMPLE_VIDEOS], self.run.samples / f"{sample_name}.gif")
+        scores = sharded.score(self.parts.reward, videos.videos, self.eval_prompts)
+        self.save_gif(videos.videos, sample_name)
         means = mean_scores(scores)
         self.log(f"{label}: objective {self.objective(scores):.4f} · " + " · ".join(f"{k} {v:.4f}" for k, v in means.items()))
         return {
@@ -134,15 +145,16 @@ class Compression:
         pruned = self.summary(student, f"stage {stage} pruned", f"stage-{stage:03d}-pruned")
 
         teacher_train = self.teacher_cache.generate(self.parts.teacher, self.train_prompts, self.train_seeds)
-        student_train = student.generate(self.train_prompts, self.train_seeds)
+        student_train = sharded.generate(student, self.train_prompts, self.train_seeds)
         candidates_videos = CandidateVideos(
             prompts=self.train_prompts,
             seeds=self.train_seeds,
             teacher=teacher_train,
             student=student_train,
-            teacher_scores=self.parts.reward.score(teacher_train.videos, self.train_prompts),
-            student_scores=self.parts.reward.score(student_train.videos, self.train_prompts),
+            teacher_scores=sharded.score(self.parts.reward, teacher_train.videos, self.train_prompts),
+            student_scores=sharded.score(self.parts.reward, student_train.videos, self.train_prompts),
         )
+        fault_point("curate")
         pairs = self.parts.curator.build(candidates_videos)
         self.log(f"stage {stage}: degraded {pairs.target_dimensions or 'nothing'}; {len(pairs)} preference pairs")
         record = {
@@ -158,14 +170,17 @@ class Compression:
             "pairs": len(pairs),
             "prune_and_curate_seconds": time.perf_counter() - started,
         }
-        with staged_directory(self.run.pairs_dir(stage)) as staging:
-            save_pairs(pairs, staging)
-            write_json(staging / "prune.json", record)
+        if distributed.is_main():
+            with staged_directory(self.run.pairs_dir(stage)) as staging:
+                save_pairs(pairs, staging)
+                write_json(staging / "prune.json", record)
+        distributed.barrier()  # the other ranks read the pairs back from disk
         return record
 
     def distil(self, student: VideoModel, stage: int, record: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        pairs = load_pairs(self.run.pairs_dir(stage))
+        pairs_dir = self.run.pairs_dir(stage)
+        pairs = load_pairs(pairs_dir)
         if len(pairs) == 0 or self.recipe.train.epochs == 0:
             self.log(f"stage {stage}: no training ({'no pairs' if len(pairs) == 0 else 'epochs = 0'})")
             record["train"] = {"steps": 0, "first_loss": None, "last_loss": None}
@@ -178,13 +193,23 @@ class Compression:
                 self.recipe.train,
                 seed=self.recipe.seed * 1_000 + stage,
                 log=lambda metrics: self.run.log_metrics({"stage": stage, **metrics}),
+                stage=stage,
+                checkpoints=CheckpointStore(self.run.checkpoints, self.recipe.train.keep_checkpoints),
+                pairs_hash=file_digest(pairs_dir / "pairs.safetensors")[:32] + file_digest(pairs_dir / "pairs.json")[:32],
             )
-            self.log(f"stage {stage}: trained {record['train']['steps']} steps, loss {record['train']['first_loss']:.4g} → {record['train']['last_loss']:.4g}")
+            resumed = record["train"]["resumed_at_step"]
+            self.log(
+                f"stage {stage}: trained {record['train']['steps']} steps"
+                + (f" (resumed from the checkpoint at step {resumed})" if resumed else "")
+                + f", loss {record['train']['first_loss']:.4g} → {record['train']['last_loss']:.4g}"
+            )
         record["train"]["seconds"] = time.perf_counter() - started
         record["distilled"] = self.summary(student, f"stage {stage} distilled", f"stage-{stage:03d}-distilled")
-        with staged_directory(self.run.stage_dir(stage)) as staging:
-            save_model(student, staging / "model")
-            write_json(staging / "stage.json", record)
+        if distributed.is_main():
+            with staged_directory(self.run.stage_dir(stage)) as staging:
+                save_model(student, staging / "model")
+                write_json(staging / "stage.json", record)
+        distributed.barrier()
         return record
 
     def stage(self, student: VideoModel, stage: int) -> dict[str, Any]:
@@ -207,7 +232,9 @@ class Compression:
 
     # -- the run ------------------------------------------------------------------------------
     def resume_point(self) -> tuple[VideoModel, list[dict[str, Any]]]:
-        self.run.discard_unfinished()
+        if distributed.is_main():
+            self.run.discard_unfinished()
+        distributed.barrier()
         finished = self.run.finished_stages()
         if not finished:
             return self.parts.teacher.copy(), []
@@ -232,7 +259,7 @@ class Compression:
             "objective": self.objective(teacher_scores),
             "denoiser_flops": denoiser_flops(self.parts.teacher, teacher_videos.latents[:1]),
         }
-        save_gif_grid(teacher_videos.videos[:SAMPLE_VIDEOS], self.run.samples / "teacher.gif")
+        self.save_gif(teacher_videos.videos, "teacher")
         for stage in range(len(stages) + 1, self.recipe.schedule.stages + 1):
             try:
                 stages.append(self.stage(student, stage))
@@ -259,16 +286,32 @@ class Compression:
                 "model": str(self.run.final_model),
             },
         }
-        write_json(self.run.root / "results.json", results)
-        write_report(results, self.run.root / "report.md")
+        if distributed.is_main():
+            save_model(student, self.run.final_model)
+            write_json(self.run.root / "results.json", results)
+            write_report(results, self.run.root / "report.md")
+        distributed.barrier()
         return results
 
 
 def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str, Any]:
-    """Run (or resume) ``recipe`` into ``out``; returns what ``results.json`` holds."""
+    """Run (or resume) ``recipe`` into ``out``; returns what ``results.json`` holds.
+
+    On several processes every rank calls this; only the main process logs and writes.
+    """
     plugins = load_plugins()
+    if not distributed.is_main():
+        log = _quiet
     parts = prepare(recipe, plugins, log)
-    run = RunDirectory.open(out, recipe, recipe_text, plugins)
+    run, problem = RunDirectory(out), None
+    if distributed.is_main():
+        try:
+            run = RunDirectory.open(out, recipe, recipe_text, plugins)
+        except VipkitError as exc:
+            problem = str(exc)
+    problem = distributed.broadcast(problem)
+    if problem is not None:
+        raise VipkitError(problem)
     every_score_checked = checked(parts.reward, plugins.registry("rewards").source)
     parts.reward = with_score_cache(every_score_checked, run.score_cache)  # a resumed run rescores nothing
     results = Compression(recipe, run, parts, log).run_all()
@@ -282,3 +325,7 @@ def prepare(recipe: Recipe, plugins: Plugins, log: Log) -> Parts:
     parts = Parts.build(recipe, plugins)
     check_plan(recipe, parts)
     return parts
+
+
+def _quiet(line: str) -> None:
+    """The log of the non-main ranks: the main process speaks for the run."""

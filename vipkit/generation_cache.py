@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vipkit import distributed, sharded
 from vipkit.errors import VipkitError
 from vipkit.interfaces import Generation, VideoModel
 from vipkit.weights import check_safetensors
@@ -36,20 +37,29 @@ class GenerationCache:
         self.model_identity = model_identity
 
     def generate(self, model: VideoModel, prompts: Sequence[str], seeds: Sequence[int]) -> Generation:
-        """Videos for every (prompt, seed): cached ones are read, the rest generated in one batch and stored."""
+        """Videos for every (prompt, seed): cached ones are read, the rest generated (split over ranks) and stored."""
         import torch
         from safetensors.torch import load_file, save_file
 
         keys = [cache_key(self.model_identity, model.generation_settings, p, s) for p, s in zip(prompts, seeds, strict=True)]
-        missing = [i for i, key in enumerate(keys) if not _whole(self.root / f"{key}.safetensors")]
+        items: list[dict[str, torch.Tensor] | None] = [None] * len(keys)
+        missing = []
+        for i, key in enumerate(keys):
+            path = self.root / f"{key}.safetensors"
+            if _whole(path):
+                items[i] = load_file(str(path))
+            else:
+                missing.append(i)
         if missing:
-            fresh = model.generate([prompts[i] for i in missing], [seeds[i] for i in missing])
+            fresh = sharded.generate(model, [prompts[i] for i in missing], [seeds[i] for i in missing])
             for j, i in enumerate(missing):
-                path = self.root / f"{keys[i]}.safetensors"
-                tmp = path.with_name(f".{path.name}.tmp")
-                save_file({"videos": fresh.videos[j].contiguous(), "latents": fresh.latents[j].contiguous()}, str(tmp))
-                os.replace(tmp, path)
-        items = [load_file(str(self.root / f"{key}.safetensors")) for key in keys]
+                items[i] = {"videos": fresh.videos[j].contiguous(), "latents": fresh.latents[j].contiguous()}
+                if distributed.is_main():
+                    path = self.root / f"{keys[i]}.safetensors"
+                    tmp = path.with_name(f".{path.name}.tmp")
+                    save_file(items[i], str(tmp))
+                    os.replace(tmp, path)
+            distributed.barrier()  # every rank sees the same files on its next look
         return Generation(
             videos=torch.stack([item["videos"] for item in items]),
             latents=torch.stack([item["latents"] for item in items]),

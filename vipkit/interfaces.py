@@ -157,6 +157,23 @@ class VideoModel(Component):
     def train_mode(self, enabled: bool) -> None:
         """Switch the denoiser between training and inference behaviour."""
 
+    # -- optional, for the distributed trainer -----------------------------------------------
+    def denoiser(self) -> torch.nn.Module:
+        """The ``torch.nn.Module`` that ``predict_noise`` runs and whose parameters are trained.
+
+        The trainer wraps it (DDP across processes, LoRA adapters) and hands the wrapper back
+        through ``use_denoiser``. A family without it trains on one process, without LoRA.
+        """
+        raise NotImplementedError(f"model family {self.name!r} does not expose its denoiser module")
+
+    def use_denoiser(self, module: torch.nn.Module) -> None:
+        """Make ``predict_noise`` call ``module``: a wrapper around ``denoiser()``, or ``denoiser()`` itself again."""
+        raise NotImplementedError(f"model family {self.name!r} cannot swap its denoiser module")
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute the denoiser's activations during backward (less memory, ~30 % more compute)."""
+        raise NotImplementedError(f"model family {self.name!r} has no gradient checkpointing")
+
     # -- persistence -----------------------------------------------------------------------
     @abstractmethod
     def save(self, directory: Path) -> None:
@@ -275,6 +292,9 @@ class PairBatch:
     loser_latents: Tensor
     conditioning: Tensor
     generator: torch.Generator  # draws noise and timesteps, so training is reproducible
+    pair_generators: list[torch.Generator] | None = None
+    """One generator per pair, seeded from (run seed, step, pair index): draws made from these do not
+    depend on how a batch is split into micro-batches or across processes. Losses should prefer them."""
 
 
 @dataclass

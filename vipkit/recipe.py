@@ -15,7 +15,7 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -67,13 +67,52 @@ class ScheduleSection(_Section):
     block_kinds: list[str] = Field(["motion_module"], min_length=1, description="block kinds that may be pruned")
 
 
+class LoraSection(_Section):
+    """Low-rank adapters (peft) on the trainable scope instead of training its weights directly."""
+
+    rank: int = Field(8, ge=1, description="adapter rank r")
+    alpha: float = Field(8.0, gt=0, description="adapter scale numerator (the update is scaled by alpha / rank)")
+    target_modules: list[str] = Field(
+        ["to_q", "to_k", "to_v", "to_out.0"],
+        min_length=1,
+        description="name endings of the Linear layers inside the trainable scope that get adapters",
+    )
+
+
 class TrainSection(_Section):
     epochs: int = Field(2, ge=0, description="passes over each stage's pairs")
-    batch_size: int = Field(1, ge=1, description="pairs per optimizer step")
-    learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate")
+    batch_size: int = Field(1, ge=1, description="pairs per optimizer step, over all processes together")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="micro-batches per optimizer step (the batch is split, the step is the same)"
+    )
+    learning_rate: float = Field(1e-5, gt=0, description="peak learning rate")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with momentum 0.9")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="learning rate after warm-up, per stage: constant, linear to 0, or cosine to 0"
+    )
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warm-up from 0 at the start of each stage")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping; None disables it")
     trainable: str = Field("motion", description="family-defined parameter scope to train, e.g. motion or all")
+    lora: LoraSection | None = Field(None, description="train low-rank adapters on the trainable scope; merged on save")
+    mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16 autocast for the training forward passes")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    fsdp: bool = Field(
+        False, description="on several processes, shard parameters, gradients and optimizer state (FSDP2) instead of DDP"
+    )
+    checkpoint_every: int = Field(
+        0, ge=0, description="write a training checkpoint every this many optimizer steps (0: only when a stage's training ends)"
+    )
+    keep_checkpoints: int = Field(2, ge=2, description="complete training checkpoints kept, newest first")
+
+    @model_validator(mode="after")
+    def _micro_batches_hold_pairs(self) -> TrainSection:
+        if self.gradient_accumulation_steps > self.batch_size:
+            raise ValueError(
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be <= batch_size ({self.batch_size}): "
+                "each micro-batch needs at least one pair"
+            )
+        return self
 
 
 class ObjectiveSection(_Section):

@@ -8,6 +8,7 @@ Layout::
     cache/scores/        reward results by (video, prompt, reward, config)
     stages/stage-NNN.pairs/   pruning decision + preference pairs of a stage (written before training)
     stages/stage-NNN/    a finished stage: model/ + stage.json (written last)
+    checkpoints/stage-NNN-step-XXXXXXXX/   training checkpoints inside a stage (vipkit.checkpoint)
     samples/             GIFs for people to look at
     model/               the final compressed model      results.json, report.md
 """
@@ -74,7 +75,7 @@ class RunDirectory:
             return run
         if root.exists() and any(root.iterdir()):
             raise VipkitError(f"{root} exists, is not empty and holds no vipkit run (no resolved.json); choose another --out folder")
-        for sub in ("cache/teacher", "stages", "samples"):
+        for sub in ("cache/teacher", "stages", "samples", "checkpoints"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         write_text(root / "recipe.toml", recipe_text)
         write_json(
@@ -107,6 +108,10 @@ class RunDirectory:
     @property
     def final_model(self) -> Path:
         return self.root / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
 
     def stage_dir(self, stage: int) -> Path:
         return self.root / "stages" / f"stage-{stage:03d}"

@@ -1,20 +1,172 @@
-"""Distil the student on one stage's preference pairs with a weighted list of losses."""
+"""Distil the student on one stage's preference pairs: one or many processes, resumable step by step.
+
+The same global batch gives the same update on any number of processes: the shuffle order and
+every pair's noise are functions of (seed, step, pair index), each micro-batch's loss is weighted
+by its share of the global batch, and accelerate's DDP averages the gradients over ranks.
+Checkpoints (``vipkit.checkpoint``) hold the trained parameters, optimizer, LR schedule and RNG,
+so a killed run continues bit-identically from the newest complete one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vipkit import distributed, fsdp
+from vipkit.checkpoint import CheckpointStore, TrainingState
+from vipkit.errors import VipkitError
+from vipkit.faults import fault_point
 from vipkit.interfaces import DistillLoss, PairBatch, PairSet, VideoModel
 from vipkit.progress import track
-from vipkit.recipe import TrainSection
+from vipkit.recipe import LoraSection, TrainSection
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 @dataclass
 class WeightedLoss:
     weight: float
     loss: DistillLoss
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any tuple of numbers and words (stable across runs, processes and machines)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
+
+
+def lr_factor(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def micro_batches(indices: Tensor, accumulation: int, rank: int, world: int) -> list[tuple[Tensor, float]]:
+    """This rank's pairs in each micro-batch of one optimizer step, with the weight of their mean loss.
+
+    The weight is the rank's share of the step's pairs times ``world``, because DDP and FSDP average
+    gradients over ranks; the weighted sum is then the mean over the global batch. A rank without a
+    pair in a micro-batch gets a stand-in pair with weight 0: every rank must run every forward and
+    backward for the collectives to line up.
+    """
+    plan = []
+    for chunk in (c for c in indices.tensor_split(accumulation) if len(c)):
+        mine = chunk[rank::world]
+        plan.append((mine, len(mine) / len(indices) * world) if len(mine) else (chunk[:1], 0.0))
+    return plan
+
+
+def _optimizer(settings: TrainSection, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    import torch
+
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay)
+    return torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+
+def _lora_targets(module: torch.nn.Module, scope: set[int], endings: Sequence[str]) -> list[str]:
+    """Full names of the Linear layers inside the trainable scope whose names end with one of ``endings``."""
+    import torch
+
+    return [
+        name
+        for name, layer in module.named_modules()
+        if isinstance(layer, torch.nn.Linear)
+        and id(layer.weight) in scope
+        and any(name == end or name.endswith(f".{end}") for end in endings)
+    ]
+
+
+def add_lora(module: torch.nn.Module, scope: list[torch.nn.Parameter], lora: LoraSection) -> list[torch.nn.Parameter]:
+    """Put peft LoRA adapters on the scope's matching Linear layers; return the adapter parameters."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = _lora_targets(module, {id(p) for p in scope}, lora.target_modules)
+    if not targets:
+        raise VipkitError(
+            f"train.lora.target_modules {lora.target_modules} match no Linear layer inside the trainable scope; "
+            "name the endings of Linear layers of that scope (e.g. to_q, to_k, to_v, to_out.0)"
+        )
+    inject_adapter_in_model(LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=targets), module)
+    return [p for name, p in module.named_parameters() if "lora_" in name]
+
+
+def merge_lora(module: torch.nn.Module) -> None:
+    """Fold every LoRA adapter into its base layer and put the plain layer back (the model then loads without peft)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, layer in list(module.named_modules()):
+        if isinstance(layer, LoraLayer):
+            layer.merge()
+            module.set_submodule(name, layer.get_base_layer())
+
+
+@dataclass
+class _Trainable:
+    params: list[torch.nn.Parameter]  # what the optimizer steps (FSDP: the sharded copy's parameters)
+    ddp: torch.nn.Module | None  # the DDP wrapper, for no_sync during micro-batches
+    sharded: bool  # FSDP: parameters, gradients and optimizer state are DTensor shards
+
+
+@contextmanager
+def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSection, accelerator: Any) -> Iterator[_Trainable]:
+    """Freeze all, make the scope (or its adapters) trainable, wrap for DDP or FSDP; undo it afterwards, merging LoRA."""
+    world = distributed.world_size()
+    for param in [*teacher.trainable_parameters("all"), *student.trainable_parameters("all")]:
+        param.requires_grad_(False)
+    scope = student.trainable_parameters(settings.trainable)
+    module = None
+    try:
+        module = student.denoiser()
+    except NotImplementedError:
+        if settings.lora is not None or world > 1:
+            raise VipkitError(
+                f"model family {student.name!r} does not expose its denoiser module (VideoModel.denoiser), "
+                "which LoRA and multi-process training need; train it on one process without train.lora"
+            ) from None
+    params = add_lora(module, scope, settings.lora) if settings.lora is not None else scope
+    for param in params:
+        param.requires_grad_(True)
+    if settings.gradient_checkpointing:
+        student.set_gradient_checkpointing(True)
+    student.train_mode(True)
+    trainable = _Trainable(params, None, False)
+    if module is not None and world > 1 and settings.fsdp:
+        runner, sharded_params = fsdp.sharded_copy(module, params)
+        trainable = _Trainable(sharded_params, None, True)
+        student.use_denoiser(runner.train(True))
+    elif module is not None and world > 1:
+        trainable.ddp = accelerator.prepare_model(module, device_placement=False)
+        student.use_denoiser(trainable.ddp)
+    try:
+        yield trainable
+        if trainable.sharded:
+            fsdp.copy_back(params, trainable.params)
+    finally:
+        student.train_mode(False)
+        if module is not None:
+            student.use_denoiser(module)
+        if settings.gradient_checkpointing:
+            student.set_gradient_checkpointing(False)
+        for param in params:
+            param.requires_grad_(False)
+        if settings.lora is not None:
+            merge_lora(module)
 
 
 def train_on_pairs(
@@ -25,49 +177,113 @@ def train_on_pairs(
     settings: TrainSection,
     seed: int,
     log: Callable[[dict[str, Any]], None],
+    *,
+    stage: int = 1,
+    checkpoints: CheckpointStore | None = None,
+    pairs_hash: str = "",
 ) -> dict[str, Any]:
-    """AdamW over ``settings.epochs`` shuffled passes; returns a summary of the losses seen."""
-    import torch
+    """Train over ``settings.epochs`` shuffled passes; returns a summary of the losses seen.
 
-    generator = torch.Generator().manual_seed(seed)
-    for param in teacher.trainable_parameters("all"):
-        param.requires_grad_(False)
-    for param in student.trainable_parameters("all"):
-        param.requires_grad_(False)
-    params = student.trainable_parameters(settings.trainable)
-    for param in params:
-        param.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    for item in losses:
-        item.loss.begin_stage(student, teacher)
-    conditioning = student.encode_prompts(pairs.prompts)
+    Every rank calls this with the same pairs. With ``checkpoints`` it resumes from the newest
+    complete checkpoint of this stage and pairs, and writes one every ``checkpoint_every`` steps
+    and when training ends.
+    """
+    import torch
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())  # bf16: own autocast below
+    rank, world = distributed.rank(), distributed.world_size()
     batches_per_epoch = -(-len(pairs) // settings.batch_size)
     total = settings.epochs * batches_per_epoch
-    history: list[float] = []
-    student.train_mode(True)
-    try:
-        for step in track(range(total), "distilling", total=total):
-            if step % batches_per_epoch == 0:
-                order = torch.randperm(len(pairs), generator=generator)
-            index = order[(step % batches_per_epoch) * settings.batch_size :][: settings.batch_size]
-            batch = PairBatch(pairs.winner_latents[index], pairs.loser_latents[index], conditioning[index], generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.zeros(())
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if settings.mixed_precision == "bf16" else nullcontext()
+    torch.manual_seed(derive_seed(seed, "init"))  # LoRA init: the same on every rank
+    with _training_setup(student, teacher, settings, accelerator) as trainable:
+        params = trainable.params
+        optimizer = _optimizer(settings, params)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.lr_schedule, settings.warmup_steps, total))
+        for item in losses:
+            item.loss.begin_stage(student, teacher)
+        history: list[float] = []
+        start = 0
+        torch.manual_seed(derive_seed(seed, "rank", rank))
+        resumed = checkpoints.newest(stage, pairs_hash) if checkpoints is not None else None
+        if resumed is not None:
+            start, history = _restore(resumed, student, params, optimizer, scheduler, rank)
+        conditioning = student.encode_prompts(pairs.prompts)
+        for step in track(range(start, total), "distilling", total=total - start):
+            epoch, position = divmod(step, batches_per_epoch)
+            order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch)))
+            indices = order[position * settings.batch_size :][: settings.batch_size]
+            plan = micro_batches(indices, settings.gradient_accumulation_steps, rank, world)
+            step_loss = 0.0
             metrics: dict[str, float] = {}
-            for item in losses:
-                output = item.loss.compute(student, teacher, batch)
-                loss = loss + item.weight * output.loss
-                metrics |= {f"{item.loss.name}/{key}": value for key, value in output.metrics.items()}
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the training loss became {loss.item()} at step {step}; last metrics: {metrics}")
-            loss.backward()
+            for number, (mine, share) in enumerate(plan):
+                batch = PairBatch(
+                    pairs.winner_latents[mine],
+                    pairs.loser_latents[mine],
+                    conditioning[mine],
+                    generator=torch.Generator().manual_seed(derive_seed(seed, "batch", step, number, rank)),
+                    pair_generators=[torch.Generator().manual_seed(derive_seed(seed, "pair", step, int(i))) for i in mine],
+                )
+                last = number == len(plan) - 1
+                sync = nullcontext() if last or trainable.ddp is None else accelerator.no_sync(trainable.ddp)
+                with sync:
+                    with autocast:
+                        outputs = [(item, item.loss.compute(student, teacher, batch)) for item in losses]
+                    loss = sum(item.weight * output.loss.float() for item, output in outputs)
+                    for item, output in outputs:
+                        metrics |= {f"{item.loss.name}/{key}": value for key, value in output.metrics.items()}
+                    accelerator.backward(loss * share)
+                step_loss += float(loss.detach()) * share / world
+            step_loss = distributed.all_sum(step_loss)
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(f"the training loss became {step_loss} at step {step}; last metrics: {metrics}")
             if settings.max_grad_norm is not None:
-                metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm))
+                metrics["grad_norm"] = float(fsdp.full(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)))
             optimizer.step()
-            history.append(loss.item())
-            log({"step": step, "epoch": step // batches_per_epoch, "loss": history[-1], **metrics})
-    finally:
-        student.train_mode(False)
-        for param in params:
-            param.requires_grad_(False)
-    return {"steps": total, "first_loss": history[0] if history else None, "last_loss": history[-1] if history else None}
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            history.append(step_loss)
+            fault_point("train_step")
+            if distributed.is_main():
+                log({"step": step, "epoch": epoch, "loss": step_loss, "lr": scheduler.get_last_lr()[0], **metrics})
+            done = step + 1
+            if checkpoints is not None and (done == total or (settings.checkpoint_every and done % settings.checkpoint_every == 0)):
+                _save(checkpoints, TrainingState(stage, done, student.removed_blocks, pairs_hash, [fsdp.full(p.detach()) for p in params], fsdp.full_optimizer_state(optimizer.state_dict()), scheduler.state_dict(), losses=history))
+    return {
+        "steps": total,
+        "resumed_at_step": start,
+        "first_loss": history[0] if history else None,
+        "last_loss": history[-1] if history else None,
+    }
+
+
+def _restore(state: TrainingState, student: VideoModel, params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any, rank: int) -> tuple[int, list[float]]:
+    import torch
+
+    if state.removed_blocks != student.removed_blocks:
+        raise VipkitError(
+            f"checkpoint of stage {state.stage} step {state.step} was trained with removed blocks {state.removed_blocks}, "
+            f"but the student has {student.removed_blocks}; delete the checkpoints/ folder of this run to retrain the stage"
+        )
+    if [tuple(p.shape) for p in state.parameters] != [tuple(p.shape) for p in params]:
+        raise VipkitError(f"checkpoint of stage {state.stage} step {state.step} holds other parameters than the trainer trains")
+    with torch.no_grad():
+        for param, saved in zip(params, state.parameters, strict=True):
+            param.copy_(fsdp.like(saved, param))
+    optimizer.load_state_dict(fsdp.sharded_optimizer_state(state.optimizer, params))
+    scheduler.load_state_dict(state.scheduler)
+    if rank < len(state.rng):
+        torch.set_rng_state(state.rng[rank])
+    return state.step, list(state.losses)
+
+
+def _save(checkpoints: CheckpointStore, state: TrainingState) -> None:
+    """Gather every rank's RNG state; the main process writes the checkpoint, the others wait."""
+    import torch
+
+    state.rng = distributed.gather([torch.get_rng_state()])
+    if distributed.is_main():
+        checkpoints.write(state)
+    distributed.barrier()

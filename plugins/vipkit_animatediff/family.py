@@ -123,6 +123,7 @@ class AnimateDiff(vipkit.VideoModel):
             _place(frozen, self.device, self.dtype).eval().requires_grad_(False)
         self._parts = parts
         self._unet = parts.unet
+        self._runner: torch.nn.Module = parts.unet.module  # what predict_noise calls (the UNet, or a DDP wrapper of it)
         self._pipeline = AnimateDiffPipeline(
             vae=parts.vae,
             text_encoder=parts.text_encoder,
@@ -225,7 +226,7 @@ class AnimateDiff(vipkit.VideoModel):
         hidden = conditioning.to(self.device, self.dtype).repeat_interleave(frames, dim=0)
         recorder = recorded_block_outputs(self._unet.module) if features else nullcontext([])
         with recorder as recorded:
-            prediction = self._unet.module(
+            prediction = self._runner(
                 noisy_latents.to(self.device, self.dtype), timesteps.to(self.device), encoder_hidden_states=hidden
             ).sample.to(**home)
         if not features:
@@ -261,6 +262,19 @@ class AnimateDiff(vipkit.VideoModel):
 
     def train_mode(self, enabled: bool) -> None:
         self._unet.module.train(enabled)
+
+    def denoiser(self) -> torch.nn.Module:
+        """The UNetMotionModel (removed blocks are SkipBlocks in it, their weights outside it)."""
+        return self._unet.module
+
+    def use_denoiser(self, module: torch.nn.Module) -> None:
+        self._runner = module
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        if enabled:
+            self._unet.module.enable_gradient_checkpointing()
+        else:
+            self._unet.module.disable_gradient_checkpointing()
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, directory: Path) -> None:

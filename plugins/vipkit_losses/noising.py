@@ -28,10 +28,7 @@ def noise_batch(model: vipkit.VideoModel, batch: vipkit.PairBatch, *, with_loser
     """
     winners = batch.winner_latents
     pairs = winners.shape[0]
-    generator = batch.generator
-    noise = torch.randn(winners.shape, generator=generator, device=generator.device, dtype=winners.dtype)
-    timesteps = torch.randint(0, model.num_train_timesteps, (pairs,), generator=generator, device=generator.device)
-    noise, timesteps = noise.to(winners.device), timesteps.to(winners.device)
+    noise, timesteps = draw_noise(batch, model.num_train_timesteps)
     latents, conditioning = winners, batch.conditioning
     if with_losers:
         latents = torch.cat([winners, batch.loser_latents])
@@ -44,3 +41,29 @@ def noise_batch(model: vipkit.VideoModel, batch: vipkit.PairBatch, *, with_loser
         target=model.training_target(latents, noise, timesteps),
         pairs=pairs,
     )
+
+
+def draw_noise(batch: vipkit.PairBatch, num_train_timesteps: int) -> tuple[Tensor, Tensor]:
+    """Noise shaped like the winners and one timestep per pair, on the winners' device.
+
+    With ``batch.pair_generators`` pair ``i`` draws its noise, then its timestep, from its own
+    generator, so a pair gets the same draw in any micro-batch on any process.
+    """
+    winners = batch.winner_latents
+    if batch.pair_generators is None:
+        generator = batch.generator
+        noise = torch.randn(winners.shape, generator=generator, device=generator.device, dtype=winners.dtype)
+        timesteps = torch.randint(0, num_train_timesteps, (winners.shape[0],), generator=generator, device=generator.device)
+    else:
+        if len(batch.pair_generators) != winners.shape[0]:
+            raise ValueError(f"{len(batch.pair_generators)} pair generators for {winners.shape[0]} pairs")
+        draws = [
+            (
+                torch.randn(winners.shape[1:], generator=g, device=g.device, dtype=winners.dtype),
+                torch.randint(0, num_train_timesteps, (1,), generator=g, device=g.device),
+            )
+            for g in batch.pair_generators
+        ]
+        noise = torch.stack([n for n, _ in draws])
+        timesteps = torch.cat([t for _, t in draws])
+    return noise.to(winners.device), timesteps.to(winners.device)
