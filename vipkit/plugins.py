@@ -27,6 +27,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vipkit_losses",
     "vipkit_shapes",
     "vipkit_strategies",
+    "vipkit_videocrafter2",
 )
 ENTRY_POINT_GROUP = "vipkit"
 ALLOWLIST_ENV = "VIPKIT_PLUGINS"

@@ -10,6 +10,7 @@ numbering of every other key stays as in the checkpoint).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +22,19 @@ from vipkit_videocrafter2.unet_config import UNetSpec, parse_unet_config
 
 INIT_ATTN_HEADS = 8
 """The extra temporal attention after the input convolution has 8 heads of ``num_head_channels`` each."""
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """Channels a top-level input/output block takes and gives, for deciding which blocks can be dropped."""
+
+    in_channels: int  # for an output block: the running features only, without the concatenated skip
+    out_channels: int
+    resamples: bool  # changes the resolution (down/upsampling)
+
+    @property
+    def keeps_shape(self) -> bool:
+        return self.in_channels == self.out_channels and not self.resamples
 
 
 class RemovedUnit(nn.Module):
@@ -69,10 +83,13 @@ class VideoCrafterUNet(nn.Module):
             self.init_attn = StepSequential(
                 self._temporal(width, INIT_ATTN_HEADS, spec.num_head_channels, spec.transformer_depth, linear=False)
             )
+        self.input_shapes = [BlockShape(spec.in_channels, width, resamples=False)]
+        self.output_shapes: list[BlockShape] = []
         skip_widths, channels, factor = [width], width, 1
         for level, mult in enumerate(spec.channel_mult):
             for _ in range(spec.num_res_blocks):
                 layers = [self._resblock(channels, mult * width)]
+                self.input_shapes.append(BlockShape(channels, mult * width, resamples=False))
                 channels = mult * width
                 layers += self._attention(channels, factor)
                 self.input_blocks.append(StepSequential(*layers))
@@ -84,6 +101,7 @@ class VideoCrafterUNet(nn.Module):
                     else Downsample(channels, spec.conv_resample)
                 )
                 self.input_blocks.append(StepSequential(down))
+                self.input_shapes.append(BlockShape(channels, channels, resamples=True))
                 skip_widths.append(channels)
                 factor *= 2
         self.middle_block = StepSequential(
@@ -93,9 +111,11 @@ class VideoCrafterUNet(nn.Module):
         for level, mult in reversed(list(enumerate(spec.channel_mult))):
             for index in range(spec.num_res_blocks + 1):
                 layers = [self._resblock(channels + skip_widths.pop(), mult * width)]
+                upsamples = bool(level) and index == spec.num_res_blocks
+                self.output_shapes.append(BlockShape(channels, mult * width, resamples=upsamples))
                 channels = mult * width
                 layers += self._attention(channels, factor)
-                if level and index == spec.num_res_blocks:
+                if upsamples:
                     up = (
                         ResBlock(channels, embedding, channels, dropout=spec.dropout, scale_shift=spec.use_scale_shift_norm, resample="up")
                         if spec.resblock_updown
