@@ -9,6 +9,7 @@ characters (``_forward_module.``) stripped from each key; otherwise ``state_dict
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,12 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
                 raise
             raw = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) file
     except pickle.UnpicklingError as exc:
+        culprit = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if culprit is None:  # not an object the safe loader refused: a damaged file
+            raise VipkitError(f"cannot read checkpoint {str(path)!r}: it is not a valid torch file") from None
         raise VipkitError(
-            f"refused to read {str(path)!r}: it holds objects other than tensors and plain containers, and "
-            f"unpickling them could run code ({str(exc).splitlines()[0]})"
+            f"refused to read {str(path)!r}: it holds an object of type {culprit[1]}, not only tensors and plain "
+            "containers, and unpickling it could run code"
         ) from None
     except Exception as exc:  # truncated download, not a torch file, ...
         raise VipkitError(f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: {exc}") from None
