@@ -18,7 +18,8 @@ from vipkit_videocrafter2 import VideoCrafter2
 from vipkit_videocrafter2.checkpoint import read_official_checkpoint, unet_from_state
 from vipkit_videocrafter2.convert import main
 from vipkit_videocrafter2.text_encoder import OPEN_CLIP_PREFIX, text_encoder_from_open_clip
-from vipkit_videocrafter2.tiny import TEXT_HEAD_WIDTH, TINY_UNET_CONFIG, ldm_vae_state, tiny_checkpoint, tiny_tokenizer
+from vipkit_videocrafter2.tiny import TEXT_HEAD_WIDTH, ldm_vae_state, tiny_checkpoint, tiny_tokenizer
+from vipkit_videocrafter2.unet_config import TINY_UNET_CONFIG
 from vipkit_videocrafter2.vae import vae_from_ldm
 
 PROMPTS = ["a red square moving left", "a blue circle moving up"]

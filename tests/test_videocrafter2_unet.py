@@ -175,3 +175,29 @@ def test_relative_positions_with_zero_tables_are_plain_attention() -> None:
                 table.zero_()
         torch.testing.assert_close(relative(x, None), plain(x, None), rtol=0, atol=1e-5)
     assert differs > 1e-2
+
+
+def test_full_size_prunable_units_and_safe_pairs() -> None:
+    from collections import defaultdict
+
+    from vipkit_videocrafter2.blocks import list_blocks, safe_pairs
+
+    with torch.device("meta"):
+        unet = build_unet(VC2_UNET_CONFIG)
+    assert safe_pairs(unet) == [(1, 10), (8, 3), (10, 1), (11, 0)]  # the reference's meta-device check
+    totals: dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
+    for block in list_blocks(unet):
+        totals[block.kind] += block.params
+        counts[block.kind] += 1
+    assert dict(counts) == {
+        "temporal_attention": 17,  # 16 + init_attn
+        "spatial_attention": 16,
+        "temporal_conv": 22,
+        "resblock": 8,  # input 1, 2, 5, 8, 10, 11 and both middle ResBlocks
+        "middle": 1,
+        "encoder_decoder_pair": 4,
+    }
+    assert totals["spatial_attention"] == 273_629_120 and totals["temporal_conv"] == 266_891_520
+    assert totals["temporal_attention"] == 272_850_880 + 5_580_736  # blocks + init_attn
+    assert totals["encoder_decoder_pair"] == 519_984_960 and totals["middle"] == 173_117_440

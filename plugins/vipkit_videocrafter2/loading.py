@@ -9,7 +9,8 @@ from vipkit.errors import VipkitError
 from vipkit_videocrafter2.checkpoint import parts_from_checkpoint
 from vipkit_videocrafter2.parts import ModelParts
 from vipkit_videocrafter2.persistence import MANIFEST, is_saved_model, load_saved_parts
-from vipkit_videocrafter2.tiny import TEXT_HEAD_WIDTH, TINY_SETTINGS, TINY_UNET_CONFIG, tiny_checkpoint, tiny_tokenizer
+from vipkit_videocrafter2.tiny import TEXT_HEAD_WIDTH, TINY_SETTINGS, tiny_checkpoint, tiny_tokenizer
+from vipkit_videocrafter2.unet_config import TINY_UNET_CONFIG
 
 if TYPE_CHECKING:
     from vipkit_videocrafter2.family import VideoCrafter2

@@ -19,22 +19,12 @@ from vipkit.tokenizers import byte_level_clip_tokenizer
 from vipkit_videocrafter2.checkpoint import UNET_PREFIX
 from vipkit_videocrafter2.text_encoder import OPEN_CLIP_PREFIX
 from vipkit_videocrafter2.unet import build_unet
-from vipkit_videocrafter2.unet_config import VC2_UNET_CONFIG
+from vipkit_videocrafter2.unet_config import TINY_UNET_CONFIG
 from vipkit_videocrafter2.vae import LDM_VAE_PREFIX
 
-TEXT_WIDTH = 32
+TEXT_WIDTH = TINY_UNET_CONFIG["context_dim"]
 TEXT_LAYERS = 3  # the penultimate-layer readout uses the first two
 TEXT_HEAD_WIDTH = 16
-TINY_UNET_CONFIG: dict[str, Any] = {
-    **VC2_UNET_CONFIG,
-    "model_channels": 32,
-    "channel_mult": [1, 1],
-    "num_res_blocks": 1,
-    "num_head_channels": 8,
-    "context_dim": TEXT_WIDTH,
-}
-"""VideoCrafter2's switches at 32 channels and two levels (the reference golden A's structure): 803,268 parameters."""
-
 TINY_SETTINGS = {"height": 16, "width": 16, "num_frames": 4, "num_inference_steps": 4}
 """Generation defaults of the tiny preset (its VAE halves the size: 16 px -> 8 latent)."""
 

@@ -41,6 +41,16 @@ VC2_UNET_CONFIG: dict[str, Any] = {
 }
 """``model.params.unet_config.params`` of the official ``configs/inference_t2v_512_v2.0.yaml`` (1.41 B parameters)."""
 
+TINY_UNET_CONFIG: dict[str, Any] = {
+    **VC2_UNET_CONFIG,
+    "model_channels": 32,
+    "channel_mult": [1, 1],
+    "num_res_blocks": 1,
+    "num_head_channels": 8,
+    "context_dim": 32,
+}
+"""VideoCrafter2's switches at 32 channels and two levels (the reference golden A's structure): 803,268 parameters."""
+
 
 @dataclass(frozen=True)
 class UNetSpec:
