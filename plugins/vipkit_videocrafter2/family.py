@@ -108,7 +108,10 @@ class VideoCrafter2(vipkit.VideoModel):
         self.device = torch.device(auto if config.device == "auto" else config.device)
         parts.unet.module.to(self.device, self.dtype).eval()
         for frozen in (parts.vae, parts.text_encoder):
-            frozen.to(self.device, self.dtype).eval().requires_grad_(False)
+            weight = next(frozen.parameters())
+            if (weight.device, weight.dtype) != (self.device, self.dtype):  # diffusers warns on every cast
+                frozen.to(self.device, self.dtype)
+            frozen.eval().requires_grad_(False)
         self._parts, self._unet = parts, parts.unet
         self._schedule = Schedule.official()
         scale = 2 ** (len(parts.vae.config.block_out_channels) - 1)
