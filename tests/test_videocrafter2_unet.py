@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -36,35 +37,34 @@ def test_forward_matches_the_official_golden(path: Path) -> None:
     weights = {key[len(PREFIX) :]: value.float() for key, value in tensors.items() if key.startswith(PREFIX)}
     unet.load_state_dict(weights, strict=True)
     assert sum(p.numel() for p in unet.parameters()) == sum(w.numel() for w in weights.values())
+    # intermediate.<module>_out = that module's output, intermediate.<module>_in[_subN] = its input
+    # (spatially subsampled every N positions); hooks are placed from the names in the file
     seen: dict[str, torch.Tensor] = {}
+    wanted = {}
+    for key in tensors:
+        if key.startswith("intermediate."):
+            name = key.removeprefix("intermediate.")
+            match = re.fullmatch(r"(.+)_(in|out)(?:_sub(\d+))?", name)
+            assert match, f"unexpected intermediate {name}"
+            wanted[key] = match.groups()
 
-    def keep(name: str, use_input: bool = False):
-        return lambda module, args, output: seen.__setitem__(name, args[0] if use_input else output)
+    def keep(key: str, use_input: bool):
+        return lambda module, args, output: seen.__setitem__(key, args[0] if use_input else output)
 
     hooks = [
-        unet.time_embed.register_forward_hook(keep("time_embed_out")),
-        unet.input_blocks[1][0].emb_layers.register_forward_hook(keep("input_blocks.1.0.emb_layers_out")),
-        unet.input_blocks[1][0].out_layers.register_forward_hook(keep("input_blocks.1.0.out_layers_in", True)),
-        unet.middle_block[0].out_layers.register_forward_hook(keep("middle_block.0.out_layers_in", True)),
+        unet.get_submodule(path).register_forward_hook(keep(key, direction == "in"))
+        for key, (path, direction, _) in wanted.items()
     ]
-    if hasattr(unet, "fps_embedding"):
-        hooks.append(unet.fps_embedding.register_forward_hook(keep("fps_embedding_out")))
     with torch.no_grad():
         y = unet(tensors["input.x"], tensors["input.timesteps"], context=tensors["input.context"], fps=tensors["input.fps"])
     for hook in hooks:
         hook.remove()
     assert y.shape == tensors["output.y"].shape
     torch.testing.assert_close(y, tensors["output.y"], rtol=0, atol=1e-4)
-    for key, expected in tensors.items():
-        if not key.startswith("intermediate."):
-            continue
-        name = key.removeprefix("intermediate.")
-        if name.endswith(("_sub8", "_sub4")):
-            step = int(name[-1])
-            got = seen[name.rsplit("_sub", 1)[0]][:, :, ::step, ::step]
-        else:
-            got = seen[name]
-        torch.testing.assert_close(got, expected, rtol=0, atol=1e-4, msg=f"intermediate {name}")
+    for key, (_, _, step) in wanted.items():
+        assert key in seen, f"{key}: the module never ran"
+        got = seen[key] if step is None else seen[key][:, :, :: int(step), :: int(step)]
+        torch.testing.assert_close(got, tensors[key], rtol=0, atol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
 
 
 @needs_reference
