@@ -207,3 +207,12 @@ def test_config_and_sources_are_validated(tmp_path: Path) -> None:
     (tmp_path / "model.ckpt").write_bytes(b"")
     with pytest.raises(VipkitError, match=r"not a converted VideoCrafter2 folder.*convert it first"):
         VideoCrafter2.from_options({"base": str(tmp_path / "model.ckpt")})
+
+
+def test_bfloat16_model_generates_and_predicts(inputs) -> None:
+    half = tiny(dtype="bfloat16", num_inference_steps=1)
+    assert next(half.unet.parameters()).dtype == torch.bfloat16
+    generation = half.generate(PROMPTS[:1], [0])
+    assert generation.videos.dtype == torch.float32 and torch.isfinite(generation.videos).all()
+    prediction = half.predict_noise(*inputs)
+    assert prediction.dtype == torch.float32 and prediction.shape == inputs[0].shape  # answered in the latents' dtype

@@ -201,3 +201,18 @@ def test_full_size_prunable_units_and_safe_pairs() -> None:
     assert totals["spatial_attention"] == 273_629_120 and totals["temporal_conv"] == 266_891_520
     assert totals["temporal_attention"] == 272_850_880 + 5_580_736  # blocks + init_attn
     assert totals["encoder_decoder_pair"] == 519_984_960 and totals["middle"] == 173_117_440
+
+
+def test_bfloat16_runs_and_stays_close_to_float32() -> None:
+    torch.manual_seed(0)
+    from vipkit_videocrafter2.unet_config import TINY_UNET_CONFIG
+
+    full = build_unet(TINY_UNET_CONFIG)
+    half = build_unet(TINY_UNET_CONFIG).to(torch.bfloat16)
+    half.load_state_dict(full.state_dict())
+    x, context = torch.randn(2, 4, 4, 8, 8), torch.randn(2, 77, 32)
+    with torch.no_grad():
+        expected = full(x, torch.tensor([5, 900]), context=context, fps=28)
+        got = half(x.bfloat16(), torch.tensor([5, 900]), context=context.bfloat16(), fps=28)
+    assert got.dtype == torch.bfloat16  # the input dtype is kept (GroupNorm32 computes in float32 inside)
+    assert ((got.float() - expected).norm() / expected.norm()).item() < 0.05
