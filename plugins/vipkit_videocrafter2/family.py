@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,7 +178,7 @@ class VideoCrafter2(vipkit.VideoModel):
                 self._schedule,
                 s["num_inference_steps"],
                 s["eta"],
-                step_noise=lambda: per_video_noise(generators, shape),
+                step_noise=partial(per_video_noise, generators, shape),
             )
             videos.append(self._decode(denoised))
             latents.append(denoised.float().cpu())
