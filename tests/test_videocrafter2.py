@@ -185,7 +185,7 @@ def test_save_and_load_rebuild_the_pruned_model_bit_identically(model: VideoCraf
     manifest = json.loads((tmp_path / "model" / "videocrafter2.json").read_text())
     assert manifest["removed_blocks"] == [TEMPORAL_CONV, PAIR, "init_attn.0"]
     assert {p.suffix for p in (tmp_path / "model").rglob("*") if p.is_file()} <= {".json", ".safetensors", ".txt"}
-    loaded = vipkit.load_model(str(tmp_path / "model"))
+    loaded = vipkit.load(str(tmp_path / "model"))  # the model is its own inference pipeline
     assert isinstance(loaded, VideoCrafter2) and loaded.removed_blocks == student.removed_blocks
     assert loaded.num_parameters() == student.num_parameters() == TINY_PARAMS - 12_672 - 175_008 - 87_264
     assert loaded.generation_settings == student.generation_settings

@@ -184,6 +184,10 @@ class VideoCrafter2(vipkit.VideoModel):
             latents.append(denoised.float().cpu())
         return vipkit.Generation(videos=torch.cat(videos), latents=torch.cat(latents))
 
+    def pipeline(self) -> VideoCrafter2:
+        """There is no diffusers pipeline for VideoCrafter2: the model itself is one (``generate``)."""
+        return self
+
     def _denoiser(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
         return self._unet.module(x, t, context=context, fps=self._settings["fps"])
 
