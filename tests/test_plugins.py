@@ -9,7 +9,7 @@ from vipkit.registry import Registry
 def test_in_tree_plugins_register_every_component():
     plugins = load_plugins()
     assert all(info.error is None for info in plugins.infos), [i.error for i in plugins.infos if i.error]
-    assert plugins.registry("models").names() == ["animatediff"]
+    assert plugins.registry("models").names() == ["animatediff", "videocrafter2"]
     assert "clip" in plugins.registry("rewards").names()
     assert {"redpo", "sft", "kd"} <= set(plugins.registry("losses").names())
     assert "reward-drop" in plugins.registry("scorers").names()

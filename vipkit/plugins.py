@@ -28,6 +28,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vipkit_shapes",
     "vipkit_strategies",
     "vipkit_vbench",
+    "vipkit_videocrafter2",
     "vipkit_videoscore",
 )
 ENTRY_POINT_GROUP = "vipkit"
