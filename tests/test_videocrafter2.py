@@ -139,6 +139,32 @@ def test_training_forward_is_differentiable_and_scopes(model: VideoCrafter2, inp
         student.trainable_parameters("motion")
 
 
+def test_trainer_hooks_checkpointing_and_a_replaced_denoiser(model: VideoCrafter2, inputs) -> None:
+    student = model.copy()  # eval mode: no dropout, so two backward passes are comparable
+
+    def gradients() -> list[torch.Tensor]:
+        student.denoiser().zero_grad(set_to_none=True)
+        student.predict_noise(*inputs).pow(2).mean().backward()
+        return [p.grad.clone() for p in student.trainable_parameters("all")]
+
+    plain = gradients()
+    student.set_gradient_checkpointing(True)
+    recomputed = gradients()
+    student.set_gradient_checkpointing(False)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, recomputed, strict=True))
+    assert max(float(g.abs().max()) for g in plain) > 1e-4
+
+    calls: list[int] = []
+    hook = student.denoiser().register_forward_hook(lambda module, args, output: calls.append(1))
+    wrapper = torch.nn.Sequential()  # stands for a DDP wrapper: it must be what predict_noise calls
+    wrapper.forward = lambda *args, **kwargs: student.denoiser()(*args, **kwargs) * 2  # type: ignore[method-assign]
+    student.use_denoiser(wrapper)
+    doubled = student.predict_noise(*inputs).detach()
+    student.use_denoiser(student.denoiser())
+    hook.remove()
+    assert calls == [1] and torch.allclose(doubled, 2 * student.predict_noise(*inputs).detach(), atol=1e-6)
+
+
 def test_add_noise_uses_the_official_scaled_schedule(model: VideoCrafter2) -> None:
     latents, noise = torch.ones((3, 4, 1, 1, 1)), torch.full((3, 4, 1, 1, 1), 2.0)
     timesteps = torch.tensor([0, 200, 999])

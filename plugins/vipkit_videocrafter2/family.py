@@ -114,6 +114,7 @@ class VideoCrafter2(vipkit.VideoModel):
                 frozen.to(self.device, self.dtype)
             frozen.eval().requires_grad_(False)
         self._parts, self._unet = parts, parts.unet
+        self._runner: torch.nn.Module = parts.unet.module  # what predict_noise calls (the UNet, or a DDP wrapper of it)
         self._schedule = Schedule.official()
         scale = 2 ** (len(parts.vae.config.block_out_channels) - 1)
         for key in ("height", "width"):
@@ -222,10 +223,11 @@ class VideoCrafter2(vipkit.VideoModel):
         """
         home = dict(device=noisy_latents.device, dtype=noisy_latents.dtype)
         with self._recorded_levels(features) as recorded:
-            prediction = self._denoiser(
+            prediction = self._runner(
                 noisy_latents.to(self.device, self.dtype),
                 timesteps.to(self.device),
-                conditioning.to(self.device, self.dtype),
+                context=conditioning.to(self.device, self.dtype),
+                fps=self._settings["fps"],
             ).to(**home)
         if not features:
             return prediction
@@ -270,6 +272,16 @@ class VideoCrafter2(vipkit.VideoModel):
 
     def train_mode(self, enabled: bool) -> None:
         self._unet.module.train(enabled)
+
+    def denoiser(self) -> torch.nn.Module:
+        """The 3-D UNet (removed units are parameter-free stand-ins in it)."""
+        return self._unet.module
+
+    def use_denoiser(self, module: torch.nn.Module) -> None:
+        self._runner = module
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        self._unet.module.gradient_checkpointing = enabled
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, directory: Path) -> None:

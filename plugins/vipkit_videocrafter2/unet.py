@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from vipkit_videocrafter2.attention import SpatialTransformer, TemporalTransformer
@@ -74,6 +75,7 @@ class VideoCrafterUNet(nn.Module):
     def __init__(self, spec: UNetSpec) -> None:
         super().__init__()
         self.spec = spec
+        self.gradient_checkpointing = False  # recompute each block's activations in backward (training memory)
         width, embedding = spec.model_channels, spec.embedding_width
         self.time_embed = embedding_mlp(width, embedding)
         if spec.fps_cond:
@@ -186,6 +188,10 @@ class VideoCrafterUNet(nn.Module):
             emb = emb + self.fps_embedding(timestep_embedding(fps, self.spec.model_channels).to(dtype))
         return emb
 
+    @staticmethod
+    def _checkpointed(block: nn.Module, *inputs: Any) -> Tensor:
+        return torch.utils.checkpoint.checkpoint(block, *inputs, use_reentrant=False)
+
     def forward(
         self,
         x: Tensor,
@@ -209,22 +215,27 @@ class VideoCrafterUNet(nn.Module):
         h = h.half() if self.spec.use_fp16 else h
         skips: list[Tensor] = []
         adapter = iter(features_adapter or ())
+        run = self._checkpointed if self.gradient_checkpointing and torch.is_grad_enabled() else _called
         for index, block in enumerate(self.input_blocks):
             if isinstance(block, RemovedUnit):  # dropped with its output block: no skip
                 continue
-            h = block(h, emb, context, batch)
+            h = run(block, h, emb, context, batch)
             if index == 0 and hasattr(self, "init_attn"):
-                h = self.init_attn(h, emb, context, batch)
+                h = run(self.init_attn, h, emb, context, batch)
             if features_adapter is not None and (index + 1) % 3 == 0:
                 h = h + next(adapter)
             skips.append(h)
-        h = self.middle_block(h, emb, context, batch)
+        h = run(self.middle_block, h, emb, context, batch)
         for block in self.output_blocks:
             if isinstance(block, RemovedUnit):
                 continue
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, context, batch)
+            h = run(block, torch.cat([h, skips.pop()], dim=1), emb, context, batch)
         y = self.out(h.type(x.dtype))
         return y.unflatten(0, (batch, frames)).transpose(1, 2)
+
+
+def _called(block: nn.Module, *inputs: Any) -> Tensor:
+    return block(*inputs)
 
 
 def build_unet(official_unet_config: Mapping[str, Any]) -> VideoCrafterUNet:
