@@ -65,9 +65,13 @@ def test_dry_run_shows_plan_and_writes_nothing(tmp_path):
 
 
 def _weights_digest(directory: Path) -> dict[str, str]:
-    """Hashes of every weight file and of the removal manifest (configs hold load paths, which differ)."""
-    files = [*directory.rglob("*.safetensors"), directory / "vipkit_model.json"]
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
+    """Hashes of every weight file and the manifest's removal record (configs hold load paths, which differ)."""
+    files = sorted(directory.rglob("*.safetensors"))
+    digests = {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    manifest = json.loads((directory / "vipkit_model.json").read_text())
+    weights = {name: digest for name, digest in manifest.pop("files").items() if name.endswith(".safetensors")}
+    assert weights == digests  # the manifest vouches for exactly these weights
+    return digests | {"vipkit_model.json": json.dumps(manifest, sort_keys=True)}
 
 
 @pytest.fixture(scope="module")

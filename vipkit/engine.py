@@ -271,7 +271,6 @@ class Compression:
                 ) from exc
             except VipkitError as exc:
                 raise VipkitError(f"stage {stage}: {str(exc).rstrip('.')}. {self.kept(stage)} Fix the cause and run the same command again to resume.") from exc
-        save_model(student, self.run.final_model)
         results = {
             "recipe": self.recipe.source,
             "fingerprint": self.recipe.fingerprint(),
