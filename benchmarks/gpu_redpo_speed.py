@@ -184,7 +184,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny random model on CPU (smoke test)")
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per variant")
     parser.add_argument("--variants", default="naive,eager-1x4,eager-2x2,compile-1x4,compile-2x2,compile+ckpt-4x1,amp+compile-1x4",
-        help="naive, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, ckpt, amp, channels_last joined by +")
+        help="naive, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, compile_teacher (put these last: the teacher stays compiled), ckpt, amp, "
+        "channels_last joined by +")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dims = TINY if args.tiny else FULL
@@ -209,13 +210,14 @@ def main() -> None:
         common = dict(base=base, motion_adapter=adapter, device=device)
         teacher = AnimateDiff(AnimateDiff.Config(**common, dtype="bfloat16"))
         print(json.dumps({"loaded_s": time.perf_counter() - started, "params": teacher.num_parameters()}), flush=True)
+        teacher_compiled = False
         for variant in args.variants.split(","):
             try:
                 if variant == "naive":
                     row = naive_step_seconds(teacher.pipeline().unet, dims, device, args.steps)
                 else:
                     flag_text, shape = variant.split("-")
-                    flags = set(flag_text.split("+"))  # eager | compile, ckpt, amp, channels_last
+                    flags = set(flag_text.split("+"))  # eager | compile, compile_teacher, ckpt, amp, channels_last
                     micro, accumulate = (int(v) for v in shape.split("x"))
                     autocast = "amp" in flags
                     if autocast:  # float32 weights, bf16 compute
@@ -229,6 +231,9 @@ def main() -> None:
                         unet.enable_gradient_checkpointing()
                     if "compile" in flags:
                         unet.compile()
+                    if "compile_teacher" in flags and not teacher_compiled:  # stays compiled for later variants
+                        teacher.pipeline().unet.compile()
+                        teacher_compiled = True
                     row = vipkit_step_seconds(teacher, student, dims, device, args.steps, micro, accumulate, autocast)
                     del student, unet
                     torch._dynamo.reset()
