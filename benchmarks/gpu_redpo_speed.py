@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per variant")
     parser.add_argument("--variants", default="naive,eager-1x4,eager-2x2,compile-1x4,compile-2x2,compile+ckpt-4x1,amp+compile-1x4",
         help="naive, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, compile_teacher (put these last: the teacher stays compiled), ckpt, amp, "
-        "channels_last joined by +")
+        "channels_last, cudnn_benchmark joined by +")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dims = TINY if args.tiny else FULL
@@ -217,7 +217,7 @@ def main() -> None:
                     row = naive_step_seconds(teacher.pipeline().unet, dims, device, args.steps)
                 else:
                     flag_text, shape = variant.split("-")
-                    flags = set(flag_text.split("+"))  # eager | compile, compile_teacher, ckpt, amp, channels_last
+                    flags = set(flag_text.split("+"))  # eager | compile, compile_teacher, ckpt, amp, channels_last, cudnn_benchmark
                     micro, accumulate = (int(v) for v in shape.split("x"))
                     autocast = "amp" in flags
                     if autocast:  # float32 weights, bf16 compute
@@ -225,6 +225,7 @@ def main() -> None:
                     else:
                         student = teacher.copy()
                     unet = student.pipeline().unet
+                    torch.backends.cudnn.benchmark = "cudnn_benchmark" in flags  # autotuned convolution kernels
                     if "channels_last" in flags:
                         unet.to(memory_format=torch.channels_last)
                     if "ckpt" in flags:
