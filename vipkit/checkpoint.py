@@ -14,7 +14,6 @@ and the losses so far. safetensors + JSON only: nothing is unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from vipkit.atomic import staged_directory, write_json
 from vipkit.faults import fault_point
+from vipkit.weights import file_sha256
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -44,14 +44,6 @@ class TrainingState:
     scheduler: dict[str, Any]  # torch LR-scheduler state_dict (plain numbers)
     rng: list[Tensor] = field(default_factory=list)  # torch CPU RNG state per rank
     losses: list[float] = field(default_factory=list)
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -112,7 +104,7 @@ class CheckpointStore:
                 },
             )
             files = sorted(p.name for p in staging.iterdir())
-            write_json(staging / MANIFEST, {"format": FORMAT, "files": {name: file_digest(staging / name) for name in files}})
+            write_json(staging / MANIFEST, {"format": FORMAT, "files": {name: file_sha256(staging / name) for name in files}})
         self._drop_old()
         return final
 
@@ -151,7 +143,7 @@ class CheckpointStore:
             manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
             files = manifest["files"]
             present = {p.name for p in path.iterdir()} - {MANIFEST}
-            return present == set(files) and all(file_digest(path / name) == digest for name, digest in files.items())
+            return present == set(files) and all(file_sha256(path / name) == digest for name, digest in files.items())
         except (OSError, ValueError, KeyError, TypeError):
             return False
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from vipkit import distributed, sharded
 from vipkit.atomic import staged_directory, write_json
-from vipkit.checkpoint import CheckpointStore, file_digest
+from vipkit.checkpoint import CheckpointStore
 from vipkit.errors import VipkitError
 from vipkit.faults import fault_point
 from vipkit.generation_cache import GenerationCache
@@ -48,6 +48,7 @@ from vipkit.rundir import RunDirectory
 from vipkit.saved_model import load_saved_model, save_model
 from vipkit.score_cache import cache_summary, with_score_cache
 from vipkit.training import WeightedLoss, train_on_pairs
+from vipkit.weights import file_sha256
 
 Log = Callable[[str], None]
 SAMPLE_VIDEOS = 4  # evaluation videos shown side by side in each GIF
@@ -195,7 +196,7 @@ class Compression:
                 log=lambda metrics: self.run.log_metrics({"stage": stage, **metrics}),
                 stage=stage,
                 checkpoints=CheckpointStore(self.run.checkpoints, self.recipe.train.keep_checkpoints),
-                pairs_hash=file_digest(pairs_dir / "pairs.safetensors")[:32] + file_digest(pairs_dir / "pairs.json")[:32],
+                pairs_hash=file_sha256(pairs_dir / "pairs.safetensors")[:32] + file_sha256(pairs_dir / "pairs.json")[:32],
             )
             resumed = record["train"]["resumed_at_step"]
             self.log(

@@ -61,7 +61,7 @@ def check_weight_folder(folder: Path) -> None:
 
 def file_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` by relative path (what a saved model's manifest records)."""
-    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def verify_digests(folder: Path, expected: dict[str, str]) -> None:
@@ -70,11 +70,12 @@ def verify_digests(folder: Path, expected: dict[str, str]) -> None:
         path = folder / name
         if not path.is_file():
             raise CorruptWeightsError(f"{path} is missing (the model folder was written with it)")
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             raise CorruptWeightsError(f"{path} is corrupt: its content changed since it was written (sha256 differs)")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 4 MiB chunks (weights can be larger than memory wants)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
