@@ -31,6 +31,16 @@ def run_vipkit(*args: str, launcher: tuple[str, ...] = (), env: dict[str, str] |
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
+def rank_errors(result) -> str:
+    """What each rank of a torchrun launch printed last: torchrun's own report would hide a crashed rank's traceback."""
+    ranks: dict[str, list[str]] = {}
+    for line in result.stderr.splitlines():
+        if line.startswith("[rank") and "]:" in line:
+            ranks.setdefault(line[: line.index("]:") + 1], []).append(line)
+    shown = ["\n".join(lines[-30:]) for lines in ranks.values()]
+    return "\n".join(shown) + "\n--- end of stderr ---\n" + result.stderr[-1500:]
+
+
 @pytest.fixture(scope="session")
 def micro_reference(tmp_path_factory):
     """An uninterrupted one-process run of the micro recipe, made once per test session."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MICRO_RECIPE, run_vipkit
+from conftest import MICRO_RECIPE, rank_errors, run_vipkit
 from safetensors.torch import load_file
 
 from vipkit.pair_store import load_pairs
@@ -78,7 +78,7 @@ def run_training(tmp_path: Path, launcher: tuple[str, ...], mode: str = "ddp", c
     out = tmp_path / f"weights-{mode}-{len(launcher)}.safetensors"
     extra = [str(tmp_path / f"checkpoints-{mode}")] if checkpoints else []
     result = subprocess.run([sys.executable, *launcher, str(script), str(out), mode, *extra], capture_output=True, text=True, timeout=600, env={**os.environ, **ENV})
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, rank_errors(result)
     return json.loads(result.stdout.strip().splitlines()[-1]), load_file(str(out))
 
 
@@ -117,7 +117,7 @@ def test_fsdp_on_two_processes_trains_the_same_weights_and_resumes_bit_identical
 def test_two_process_run_takes_the_same_decisions_and_pairs_as_one(micro_reference, tmp_path):
     out = tmp_path / "two"
     result = run_vipkit("compress", "--recipe", MICRO_RECIPE, "--out", str(out), launcher=TORCHRUN)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, rank_errors(result)
     assert result.stdout.count("| teacher |") == 1  # only rank 0 prints the results
     for stage in (1, 2):
         name = f"stages/stage-{stage:03d}.pairs"

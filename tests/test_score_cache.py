@@ -185,3 +185,34 @@ def test_an_engine_run_and_its_resume_score_each_distinct_video_exactly_once(tmp
         assert len(list(Path(resumed, "cache", "scores").iterdir())) == 1
     finally:
         plugins.remove("counting_plugin")
+
+
+def _score_after(barrier, root: Path, failures) -> None:
+    barrier.wait()
+    try:
+        CachedReward(Counting(), root).score(sample_videos(3), PROMPTS)
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        failures.put(repr(exc))
+
+
+def test_ranks_storing_into_one_fresh_cache_folder_at_once_do_not_collide(tmp_path):
+    """Every rank stores its share of the scores (some the same videos) into the run's cache folder."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    failures = context.Queue()
+    for round_ in range(40):
+        root = tmp_path / f"round-{round_}"
+        barrier = context.Barrier(3)
+        workers = [context.Process(target=_score_after, args=(barrier, root, failures)) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [worker.exitcode for worker in workers] == [0, 0, 0]
+        assert failures.empty(), failures.get()
+        (folder,) = root.iterdir()
+        assert len([p for p in folder.iterdir() if p.suffix == ".json"]) == 4 and not [p for p in folder.iterdir() if p.suffix != ".json"]
+        reread = CachedReward(Counting(), root)
+        reread.score(sample_videos(3), PROMPTS)
+        assert (reread.hits, reread.misses) == (3, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,8 +21,12 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and one rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write ``text`` to ``path`` through a temporary file and one rename.
+
+    The temporary file's name is unique, so processes writing the same path at once (ranks storing
+    the same score) each rename a whole file of their own; the last rename wins.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()

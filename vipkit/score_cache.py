@@ -93,8 +93,8 @@ class CachedReward(RewardModel):
     def _store(self, key: str, prompt: str) -> None:
         if self.directory is None:
             return
-        if not self.directory.exists():
-            self.directory.mkdir(parents=True)
+        if not self.directory.exists():  # every rank stores its share, so another may create it first
+            self.directory.mkdir(parents=True, exist_ok=True)
             write_json(self.directory / "reward.json", {"format": KEY_FORMAT, "reward": self.name, "config": self.config.model_dump(mode="json")})
         scores = self.memory[key]
         write_json(
