@@ -1,10 +1,11 @@
 """ReDPO training throughput at full AnimateDiff size: the naive step vs vipkit's, side by side.
 
 The naive step is the one measured in ../shared/notes/gpu/redpo_step_memory.py (plain diffusers, bf16
-weights, one (winner, loser) pair per optimizer step). vipkit's steps run the real ``redpo`` loss on the
-real ``animatediff`` family, loaded from a random-weight SD-1.5 + motion-adapter folder written here, with
-several pairs per optimizer step (micro-batches accumulated), optionally ``torch.compile``d and with
-gradient checkpointing. Each variant prints one JSON line as soon as it is measured.
+weights, one (winner, loser) pair per optimizer step). vipkit's steps are its own trainer running the real
+``redpo`` loss on the real ``animatediff`` family, loaded from a random-weight SD-1.5 + motion-adapter folder
+written here, with several pairs per optimizer step (micro-batches accumulated) and the recipe's
+``train.compile`` / ``gradient_checkpointing`` / ``mixed_precision`` options. Each variant prints one JSON
+line as soon as it is measured.
 
     python benchmarks/gpu_redpo_speed.py --out DIR            # GPU, full size
     python benchmarks/gpu_redpo_speed.py --out DIR --tiny     # CPU smoke test of the same code
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from diffusers import AutoencoderKL, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -30,6 +32,8 @@ import vipkit
 from vipkit.tokenizers import byte_level_clip_tokenizer
 from vipkit_animatediff.family import AnimateDiff
 from vipkit_animatediff.tiny import inference_scheduler, tiny_sd_components
+from vipkit.recipe import TrainSection
+from vipkit.training import WeightedLoss, train_on_pairs
 from vipkit_losses.redpo import ReDPO
 
 FULL = dict(frames=16, latent=64, text_dim=768)
@@ -133,44 +137,61 @@ def naive_step_seconds(teacher_unet: UNetMotionModel, dims: dict, device: str, s
     return {"seconds_per_step": statistics.median(times[1:]), "pairs_per_step": 1}
 
 
-def vipkit_step_seconds(
-    teacher: AnimateDiff, student: AnimateDiff, dims: dict, device: str, steps: int, micro_pairs: int, accumulate: int,
-    autocast: bool,
-) -> dict:
-    """vipkit's redpo loss on the family: ``micro_pairs`` per forward, ``accumulate`` forwards per optimizer step."""
-    loss_fn = ReDPO(ReDPO.Config())
-    params = student.trainable_parameters("motion")
-    for parameter in student.trainable_parameters("all"):
-        parameter.requires_grad_(False)
-    for parameter in params:
-        parameter.requires_grad_(True)
-    fused = device == "cuda"
-    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=fused)
-    student.train_mode(True)
+KERNEL_KINDS = (  # (kind, substrings of the kernel name), first match wins
+    ("attention", ("flash", "fmha", "attention", "sdpa")),
+    ("convolution", ("conv", "cudnn", "implicit_gemm", "xmma", "sm90_xmma")),
+    ("matmul", ("gemm", "cutlass", "nvjet", "matmul")),
+    ("optimizer", ("adam", "foreach", "multi_tensor")),
+    ("copy", ("memcpy", "copy", "memset")),
+    ("fused / elementwise / norm", ("triton", "elementwise", "reduce", "norm", "softmax", "cat", "index")),
+)
+
+
+def kernel_time_by_kind(profile: torch.profiler.profile) -> dict:
+    """GPU time of one profiled optimizer step, summed per kind of kernel, plus the step's GPU-busy share."""
+    totals: dict[str, float] = {}
+    for event in profile.key_averages():
+        gpu_us = getattr(event, "self_device_time_total", 0.0)
+        if gpu_us <= 0:
+            continue
+        name = event.key.lower()
+        kind = next((k for k, needles in KERNEL_KINDS if any(n in name for n in needles)), "other")
+        totals[kind] = totals.get(kind, 0.0) + gpu_us / 1e3
+    return {"gpu_ms_by_kind": {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}, "gpu_ms": round(sum(totals.values()), 1)}
+
+
+def vipkit_step_seconds(teacher: AnimateDiff, student: AnimateDiff, dims: dict, steps: int, train: TrainSection, profile: bool = False) -> dict:
+    """vipkit's own trainer (``train_on_pairs``) with the real ``redpo`` loss: the step a recipe runs.
+
+    The pairs live on the CPU as in a run; the trainer moves each micro-batch to the GPU. The time of an
+    optimizer step is the interval between the trainer's per-step log calls.
+    """
     frames, size = dims["frames"], dims["latent"]
+    count = train.batch_size * (steps + 4)  # warm-up: the first step and interval (compilation, allocator); the last step may be profiled
     generator = torch.Generator().manual_seed(0)
-    dtype = torch.float32 if autocast else torch.bfloat16
-    batch = vipkit.PairBatch(
-        torch.randn(micro_pairs, 4, frames, size, size, device=device, dtype=dtype),
-        torch.randn(micro_pairs, 4, frames, size, size, device=device, dtype=dtype),
-        torch.randn(micro_pairs, 77, dims["text_dim"]),
-        generator,
+    latents = torch.randn(2, count, 4, frames, size, size, generator=generator)
+    pairs = vipkit.PairSet(
+        prompts=[f"a prompt number {i}" for i in range(count)], seeds=list(range(count)), winner_latents=latents[0],
+        loser_latents=latents[1], winner_videos=torch.zeros(count, 1), loser_videos=torch.zeros(count, 1), target_dimensions=["x"],
     )
-    times = []
-    for _ in range(steps + 2):  # two warm-up steps (compilation, allocator)
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(accumulate):
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
-                output = loss_fn.compute(student, teacher, batch)
-            (output.loss / accumulate).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync(device)
-        times.append(time.perf_counter() - start)
-    student.train_mode(False)
-    del optimizer
-    return {"seconds_per_step": statistics.median(times[2:]), "pairs_per_step": micro_pairs * accumulate}
+    loss = WeightedLoss(1.0, ReDPO(ReDPO.Config(reference="teacher", sft_target="teacher")))
+    stamps: list[float] = []
+
+    profiler = torch.profiler.profile(activities=torch.profiler.supported_activities()) if profile else None
+    start_profile_at = steps + 3  # stamps: end of each step; steps 4 .. steps+3 are timed, step steps+4 is profiled
+
+    def log(metrics: dict) -> None:
+        stamps.append(time.perf_counter())  # the trainer has already read the step's loss: the GPU is done
+        if profiler is not None and len(stamps) == start_profile_at:
+            profiler.start()
+        elif profiler is not None and len(stamps) == start_profile_at + 1:
+            profiler.stop()
+
+    train_on_pairs(student, teacher, pairs, [loss], train, seed=0, log=log)
+    times = [b - a for a, b in zip(stamps, stamps[1:])]
+    timed = times[2 : steps + 2]
+    row = {"seconds_per_step": statistics.median(timed), "pairs_per_step": train.batch_size, "steps_timed": len(timed)}
+    return row | (kernel_time_by_kind(profiler) if profiler is not None else {})
 
 
 def sync(device: str) -> None:
@@ -183,15 +204,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tiny", action="store_true", help="tiny random model on CPU (smoke test)")
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per variant")
-    parser.add_argument("--variants", default="naive,eager-1x4,eager-2x2,compile-1x4,compile-2x2,compile+ckpt-4x1,amp+compile-1x4",
-        help="naive, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, compile_teacher (put these last: the teacher stays compiled), ckpt, amp, "
-        "channels_last, cudnn_benchmark joined by +")
+    parser.add_argument("--profile", action="store_true", help="also profile one more optimizer step of each vipkit variant: GPU time per kind of kernel")
+    parser.add_argument("--variants", default="naive,eager-1x4,compile-1x4,compile+ckpt-2x2,amp+compile-1x4",
+        help="naive, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, ckpt, amp joined by +")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dims = TINY if args.tiny else FULL
     args.out.mkdir(parents=True, exist_ok=True)
     if device == "cuda":
-        torch.backends.cuda.enable_cudnn_sdp(False)  # cuDNN SDPA backward fails on this image (gpu-baseline.md)
         torch.backends.cuda.matmul.allow_tf32 = True
     results: list[dict] = []
 
@@ -210,33 +230,24 @@ def main() -> None:
         common = dict(base=base, motion_adapter=adapter, device=device)
         teacher = AnimateDiff(AnimateDiff.Config(**common, dtype="bfloat16"))
         print(json.dumps({"loaded_s": time.perf_counter() - started, "params": teacher.num_parameters()}), flush=True)
-        teacher_compiled = False
         for variant in args.variants.split(","):
             try:
                 if variant == "naive":
-                    row = naive_step_seconds(teacher.pipeline().unet, dims, device, args.steps)
+                    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+                        row = naive_step_seconds(teacher.pipeline().unet, dims, device, args.steps)  # no cuDNN attention: its backward fails here
                 else:
                     flag_text, shape = variant.split("-")
-                    flags = set(flag_text.split("+"))  # eager | compile, compile_teacher, ckpt, amp, channels_last, cudnn_benchmark
+                    flags = set(flag_text.split("+"))  # eager | compile, ckpt, amp
                     micro, accumulate = (int(v) for v in shape.split("x"))
-                    autocast = "amp" in flags
-                    if autocast:  # float32 weights, bf16 compute
-                        student = AnimateDiff(AnimateDiff.Config(**common, dtype="float32"))
-                    else:
-                        student = teacher.copy()
-                    unet = student.pipeline().unet
-                    torch.backends.cudnn.benchmark = "cudnn_benchmark" in flags  # autotuned convolution kernels
-                    if "channels_last" in flags:
-                        unet.to(memory_format=torch.channels_last)
-                    if "ckpt" in flags:
-                        unet.enable_gradient_checkpointing()
-                    if "compile" in flags:
-                        unet.compile()
-                    if "compile_teacher" in flags and not teacher_compiled:  # stays compiled for later variants
-                        teacher.pipeline().unet.compile()
-                        teacher_compiled = True
-                    row = vipkit_step_seconds(teacher, student, dims, device, args.steps, micro, accumulate, autocast)
-                    del student, unet
+                    amp = "amp" in flags  # float32 weights trained under bf16 autocast
+                    student = AnimateDiff(AnimateDiff.Config(**common, dtype="float32")) if amp else teacher.copy()
+                    train = TrainSection(
+                        epochs=1, batch_size=micro * accumulate, gradient_accumulation_steps=accumulate, learning_rate=1e-5,
+                        max_grad_norm=None, trainable="motion", mixed_precision="bf16" if amp else "no",
+                        gradient_checkpointing="ckpt" in flags, compile="compile" in flags,
+                    )
+                    row = vipkit_step_seconds(teacher, student, dims, args.steps, train, args.profile)
+                    del student
                     torch._dynamo.reset()
                 report({"variant": variant, **row})
             except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others' numbers

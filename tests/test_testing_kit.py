@@ -162,7 +162,7 @@ def unseeded(self, student, batch, out):
 def edits_weights(self, student, batch, out):
     with torch.no_grad():
         student.trainable_parameters("all")[0].add_(1.0)
-    return vipkit.LossOutput(out.loss, {"mse": torch.tensor(1.0)})
+    return vipkit.LossOutput(out.loss, {"mse": out.loss})  # a metric with autograd history keeps the graph alive
 
 
 LOSS_CASES = [
@@ -172,6 +172,9 @@ LOSS_CASES = [
     (broken_loss("Flat", lambda self, s, b, out: vipkit.LossOutput(out.loss * 0, out.metrics)), ["backward() of the loss gives the student's 'all' parameters no gradient"]),
     (broken_loss("EditsWeights", edits_weights), [  # the edit also changes the second call's loss
         "compute() with the same generator seed gave", "compute().metrics must map names to finite floats", "compute() changed model weights"]),
+    (broken_loss("VectorMetric", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": torch.ones(2)})), ["compute().metrics must map names"]),
+    (broken_loss("NaNMetric", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": torch.tensor(float("nan"))})), ["compute().metrics must map names"]),
+    (broken_loss("IntMetric", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": 3})), ["compute().metrics must map names"]),
 ]
 
 
@@ -191,3 +194,8 @@ def test_in_tree_losses_keep_the_contract(name):
 
 def test_a_good_loss_passes_and_scope_is_the_familys():
     assert check_loss(Mse, scope="motion", **SMALL).metrics["mse"] > 0
+
+
+def test_a_loss_may_report_metrics_as_detached_scalar_tensors():
+    tensor_metrics = broken_loss("TensorMetrics", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": out.loss.detach()}))
+    assert check_loss(tensor_metrics, **SMALL).metrics["mse"].ndim == 0

@@ -175,3 +175,20 @@ lora = { rank = 0, dropout = 0.1 }''')
         parse_recipe(tiny.replace('trainable = "motion"', 'trainable = "motion"\ngradient_accumulation_steps = 3'))
     good = parse_recipe(tiny.replace('trainable = "motion"', 'trainable = "motion"\nlora = { rank = 4 }\nmixed_precision = "bf16"'))
     assert good.train.lora.rank == 4 and good.train.lora.target_modules == ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def test_compile_trains_the_same_update_through_compiled_student_and_teacher(teacher, pairs):
+    """``train.compile``: both denoisers run compiled while training (the log sees them), plain again afterwards."""
+    reference = weights(train(teacher, pairs, optimizer="sgd")[0])
+    student = student_of(teacher)
+    seen: list[tuple[str, str, dict]] = []
+
+    def log(metrics: dict) -> None:
+        seen.append((type(student._runner).__name__, type(teacher._runner).__name__, metrics))
+
+    compiled = train(teacher, pairs, student, log, optimizer="sgd", compile=True)[0]
+    assert [(s, t) for s, t, _ in seen] == [("OptimizedModule", "OptimizedModule")] * 2
+    assert all(type(v) is float for _, _, metrics in seen for k, v in metrics.items() if "/" in k)  # loss tensors read once per step
+    assert student._runner is student.denoiser() and teacher._runner is teacher.denoiser()
+    for key, value in weights(compiled).items():
+        torch.testing.assert_close(value, reference[key], rtol=0, atol=1e-6, msg=key)

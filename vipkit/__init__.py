@@ -26,6 +26,7 @@ from vipkit.interfaces import (
     VideoModel,
     mean_scores,
 )
+from vipkit.transfer import to_device
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,7 @@ __all__ = [
     "load",
     "load_model",
     "mean_scores",
+    "to_device",
 ]
 
 

@@ -296,11 +296,25 @@ class PairBatch:
     """One generator per pair, seeded from (run seed, step, pair index): draws made from these do not
     depend on how a batch is split into micro-batches or across processes. Losses should prefer them."""
 
+    def to(self, device: torch.device | str) -> PairBatch:
+        """The same batch with its tensors on ``device`` (copied without stalling the GPU); generators stay on the CPU."""
+        from vipkit.transfer import to_device
+
+        return PairBatch(
+            to_device(self.winner_latents, device),
+            to_device(self.loser_latents, device),
+            to_device(self.conditioning, device),
+            self.generator,
+            self.pair_generators,
+        )
+
 
 @dataclass
 class LossOutput:
     loss: Tensor  # scalar, differentiable w.r.t. the student's trainable parameters
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | Tensor] = field(default_factory=dict)
+    """Names to finite numbers for metrics.jsonl: floats, or detached 0-dim tensors, which the trainer
+    reads once per optimizer step (``float(x)`` in every micro-batch would make the CPU wait for the GPU)."""
 
 
 class DistillLoss(Component):

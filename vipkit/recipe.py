@@ -97,6 +97,11 @@ class TrainSection(_Section):
     lora: LoraSection | None = Field(None, description="train low-rank adapters on the trainable scope; merged on save")
     mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16 autocast for the training forward passes")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    compile: bool = Field(
+        False,
+        description="torch.compile the student's and the teacher's denoisers for training: each stage starts with a "
+        "compilation (minutes at full size), then steps run faster on a GPU (benchmarks/RESULTS.md section 5)",
+    )
     fsdp: bool = Field(
         False, description="on several processes, shard parameters, gradients and optimizer state (FSDP2) instead of DDP"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -222,6 +223,16 @@ def _prompt_count_violation(reward: RewardModel, videos: Tensor, prompts: list[s
     violations.append(f"score() of {len(prompts)} videos with {len(fewer)} prompts returned scores; raise ValueError naming both counts")
 
 
+def _is_metric(value: Any) -> bool:
+    """A finite float, or a finite floating 0-dim tensor without autograd history (which would keep the graph alive)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return (
+        isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point() and not value.requires_grad
+        and bool(torch.isfinite(value))
+    )
+
+
 def check_loss(
     cls: type[DistillLoss], options: dict[str, Any] | None = None, family: str = "animatediff", scope: str = "all", **model_options: Any
 ) -> LossOutput:
@@ -230,7 +241,7 @@ def check_loss(
     Every violation is raised at once as a ``ContractError``. Checked: ``name`` and ``Config`` as for
     every component; built from ``options``; ``begin_stage`` then ``compute`` on a batch of two pairs
     returns a ``LossOutput`` whose ``loss`` is a finite floating scalar with autograd history and whose
-    ``metrics`` are finite floats; the same generator seed gives the same loss; ``compute`` changes no
+    ``metrics`` are finite floats or detached 0-dim floating tensors; the same generator seed gives the same loss; ``compute`` changes no
     weight; ``backward`` gives the student's ``scope`` parameters finite gradients, not all zero.
     ``model_options`` go to ``tiny_model`` (e.g. smaller ``num_frames`` for speed).
     """
@@ -275,9 +286,12 @@ def check_loss(
         violations.append("compute().loss has no autograd history: the student cannot learn from it")
     elif not torch.equal(value.detach(), again.loss.detach()):
         violations.append(f"compute() with the same generator seed gave {value.item()} then {again.loss.item()}; draw all randomness from batch.generator")
-    bad_metrics = {k: v for k, v in first.metrics.items() if not (isinstance(k, str) and isinstance(v, float) and torch.isfinite(torch.tensor(v)))}
+    bad_metrics = {k: v for k, v in first.metrics.items() if not (isinstance(k, str) and _is_metric(v))}
     if bad_metrics:
-        violations.append(f"compute().metrics must map names to finite floats (they go to metrics.jsonl), got {bad_metrics}")
+        violations.append(
+            "compute().metrics must map names to finite floats or detached 0-dim floating tensors (they go to "
+            f"metrics.jsonl), got {bad_metrics}"
+        )
     now = [*student.trainable_parameters("all"), *teacher.trainable_parameters("all")]
     if any(not torch.equal(before, after.detach()) for before, after in zip(weights, now, strict=True)):
         violations.append("compute() changed model weights; only the optimizer may change the student")

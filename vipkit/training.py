@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -134,10 +134,11 @@ def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSec
     try:
         module = student.denoiser()
     except NotImplementedError:
-        if settings.lora is not None or world > 1:
+        if settings.lora is not None or world > 1 or settings.compile:
             raise VipkitError(
                 f"model family {student.name!r} does not expose its denoiser module (VideoModel.denoiser), "
-                "which LoRA and multi-process training need; train it on one process without train.lora"
+                "which LoRA, train.compile and multi-process training need; train it on one process without "
+                "train.lora and train.compile"
             ) from None
     params = add_lora(module, scope, settings.lora) if settings.lora is not None else scope
     for param in params:
@@ -146,13 +147,15 @@ def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSec
         student.set_gradient_checkpointing(True)
     student.train_mode(True)
     trainable = _Trainable(params, None, False)
+    runner = module  # what the student's predict_noise calls while training
     if module is not None and world > 1 and settings.fsdp:
         runner, sharded_params = fsdp.sharded_copy(module, params)
         trainable = _Trainable(sharded_params, None, True)
         student.use_denoiser(runner.train(True))
     elif module is not None and world > 1:
-        trainable.ddp = accelerator.prepare_model(module, device_placement=False)
-        student.use_denoiser(trainable.ddp)
+        runner = trainable.ddp = accelerator.prepare_model(module, device_placement=False)
+        student.use_denoiser(runner)
+    teacher_module = _compile_denoisers(student, teacher, runner) if settings.compile and runner is not None else None
     try:
         yield trainable
         if trainable.sharded:
@@ -161,12 +164,38 @@ def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSec
         student.train_mode(False)
         if module is not None:
             student.use_denoiser(module)
+        if teacher_module is not None:
+            teacher.use_denoiser(teacher_module)
         if settings.gradient_checkpointing:
             student.set_gradient_checkpointing(False)
         for param in params:
             param.requires_grad_(False)
         if settings.lora is not None:
             merge_lora(module)
+
+
+def _attention_kernels(device: torch.device) -> AbstractContextManager[Any]:
+    """On CUDA, scaled-dot-product attention without cuDNN's kernel, whose backward failed on an H100
+    (torch 2.11: ``mha_graph.execute(...) is_good()``); flash and memory-efficient attention compute the same."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if device.type != "cuda":
+        return nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def _compile_denoisers(student: VideoModel, teacher: VideoModel, runner: torch.nn.Module) -> torch.nn.Module | None:
+    """``torch.compile`` the student's training forward and the frozen teacher's (the DPO reference and SFT
+    target work); returns the teacher's own module to put back, or None when its family cannot swap it."""
+    import torch
+
+    student.use_denoiser(torch.compile(runner))
+    try:
+        teacher_module = teacher.denoiser()
+        teacher.use_denoiser(torch.compile(teacher_module))
+    except NotImplementedError:
+        return None
+    return teacher_module
 
 
 def train_on_pairs(
@@ -200,6 +229,7 @@ def train_on_pairs(
     torch.manual_seed(derive_seed(seed, "init"))  # LoRA init: the same on every rank
     with _training_setup(student, teacher, settings, accelerator) as trainable:
         params = trainable.params
+        device = params[0].device  # batches go where the trained weights are, so the loss is computed there
         optimizer = _optimizer(settings, params)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.lr_schedule, settings.warmup_steps, total))
         for item in losses:
@@ -216,8 +246,10 @@ def train_on_pairs(
             order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch)))
             indices = order[position * settings.batch_size :][: settings.batch_size]
             plan = micro_batches(indices, settings.gradient_accumulation_steps, rank, world)
-            step_loss = 0.0
-            metrics: dict[str, float] = {}
+            # the loss and metrics stay tensors until the step ends: reading them per micro-batch would
+            # make the CPU wait for the GPU (one wait per optimizer step instead)
+            summed_loss = torch.zeros((), dtype=torch.float64, device=device)
+            metrics: dict[str, float | Tensor] = {}
             for number, (mine, share) in enumerate(plan):
                 batch = PairBatch(
                     pairs.winner_latents[mine],
@@ -225,18 +257,19 @@ def train_on_pairs(
                     conditioning[mine],
                     generator=torch.Generator().manual_seed(derive_seed(seed, "batch", step, number, rank)),
                     pair_generators=[torch.Generator().manual_seed(derive_seed(seed, "pair", step, int(i))) for i in mine],
-                )
+                ).to(device)
                 last = number == len(plan) - 1
                 sync = nullcontext() if last or trainable.ddp is None else accelerator.no_sync(trainable.ddp)
                 with sync:
-                    with autocast:
+                    with autocast, _attention_kernels(device):
                         outputs = [(item, item.loss.compute(student, teacher, batch)) for item in losses]
                     loss = sum(item.weight * output.loss.float() for item, output in outputs)
                     for item, output in outputs:
                         metrics |= {f"{item.loss.name}/{key}": value for key, value in output.metrics.items()}
                     accelerator.backward(loss * share)
-                step_loss += float(loss.detach()) * share / world
-            step_loss = distributed.all_sum(step_loss)
+                summed_loss += loss.detach().double() * share / world
+            step_loss = distributed.all_sum(float(summed_loss))
+            metrics = {name: float(value) for name, value in metrics.items()}
             if not math.isfinite(step_loss):
                 raise FloatingPointError(f"the training loss became {step_loss} at step {step}; last metrics: {metrics}")
             if settings.max_grad_norm is not None:

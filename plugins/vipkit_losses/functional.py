@@ -32,7 +32,7 @@ def per_sample_mse(pred: Tensor, target: Tensor) -> Tensor:
 
 def diffusion_dpo_loss(
     model_w: Tensor, model_l: Tensor, ref_w: Tensor, ref_l: Tensor, beta: float, convention: str
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Diffusion-DPO on per-sample denoising MSEs ``(B,)`` of winners and losers.
 
     The loss falls when the model lowers its winner error relative to its loser error by more than
@@ -46,11 +46,11 @@ def diffusion_dpo_loss(
     loss = -F.logsigmoid(inside).mean()
     with torch.no_grad():
         implicit_acc = (inside > 0).float().mean() + 0.5 * (inside == 0).float().mean()
-    metrics = {
-        "implicit_acc": float(implicit_acc),
-        "inside": float(inside.detach().mean()),
-        "model_diff": float(model_diff.detach().mean()),
-        "ref_diff": float(ref_diff.detach().mean()),
+    metrics = {  # 0-dim tensors: read once per optimizer step, not here (vipkit.LossOutput)
+        "implicit_acc": implicit_acc,
+        "inside": inside.detach().mean(),
+        "model_diff": model_diff.detach().mean(),
+        "ref_diff": ref_diff.detach().mean(),
     }
     return loss, metrics
 
@@ -78,9 +78,9 @@ def kd_loss(
     teacher_feats: Sequence[Tensor],
     feature_weight: float,
     output_weight: float = 1.0,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Knowledge distillation: ``output_weight * output MSE + feature_weight * feature_mse``."""
     output = sft_loss(student_out, teacher_out)
     features = feature_mse(student_feats, teacher_feats)
     loss = output_weight * output + feature_weight * features
-    return loss, {"output_mse": float(output.detach()), "feature_mse": float(features.detach())}
+    return loss, {"output_mse": output.detach(), "feature_mse": features.detach()}

@@ -35,4 +35,4 @@ class KD(vipkit.DistillLoss):
         loss, metrics = kd_loss(
             student_out, teacher_out, student_feats, teacher_feats, cfg.feature_weight, output_weight=cfg.output_weight
         )
-        return vipkit.LossOutput(loss, metrics | {"loss": float(loss.detach())})
+        return vipkit.LossOutput(loss, metrics | {"loss": loss.detach()})

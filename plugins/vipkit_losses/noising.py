@@ -66,4 +66,4 @@ def draw_noise(batch: vipkit.PairBatch, num_train_timesteps: int) -> tuple[Tenso
         ]
         noise = torch.stack([n for n, _ in draws])
         timesteps = torch.cat([t for _, t in draws])
-    return noise.to(winners.device), timesteps.to(winners.device)
+    return vipkit.to_device(noise, winners.device), vipkit.to_device(timesteps, winners.device)

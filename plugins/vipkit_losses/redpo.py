@@ -92,15 +92,15 @@ class ReDPO(vipkit.DistillLoss):
         sft = sft_loss(prediction[:pairs], sft_target)
 
         loss = cfg.dpo_weight * dpo + cfg.sft_weight * sft
-        metrics |= {"dpo": float(dpo.detach()), "sft": float(sft.detach())}
+        metrics |= {"dpo": dpo.detach(), "sft": sft.detach()}
         if cfg.uncond_weight > 0:
             if self.uncond is None:
                 raise VipkitError("redpo with uncond_weight > 0 needs begin_stage() before compute()")
             winners = (x[:pairs] for x in inputs[:2])
             uncond = unconditional_anchor(student, teacher, *winners, self.uncond)
             loss = loss + cfg.uncond_weight * uncond
-            metrics["uncond"] = float(uncond.detach())
-        metrics["loss"] = float(loss.detach())
+            metrics["uncond"] = uncond.detach()
+        metrics["loss"] = loss.detach()
         return vipkit.LossOutput(loss, metrics)
 
     def _reference(self, teacher: vipkit.VideoModel) -> vipkit.VideoModel:

@@ -33,4 +33,4 @@ class SFT(vipkit.DistillLoss):
             with torch.no_grad():
                 target = teacher.predict_noise(*inputs)
         loss = sft_loss(prediction, target)
-        return vipkit.LossOutput(loss, {"loss": float(loss.detach()), "sft": float(loss.detach())})
+        return vipkit.LossOutput(loss, {"loss": loss.detach(), "sft": loss.detach()})
