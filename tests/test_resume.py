@@ -79,6 +79,9 @@ def test_kills_at_every_kind_of_moment_then_resume_gives_the_uninterrupted_model
     assert {k: finished_files(out).get(k) for k in finished} == finished
     assert_same_model(out, micro_reference)
     assert len(list((out / "checkpoints").iterdir())) == 2  # keep_checkpoints
+    # steps redone after a kill are logged once: the same lines, the same losses as the uninterrupted run
+    ours, theirs = ([(r["stage"], r["step"], r["loss"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())] for d in (out, micro_reference))
+    assert ours == theirs and len(theirs) == 6
 
 
 def test_kill_at_a_random_time_then_resume_gives_the_uninterrupted_model(micro_reference, tmp_path):
@@ -97,3 +100,15 @@ def test_kill_at_a_random_time_then_resume_gives_the_uninterrupted_model(micro_r
     result = compress(out)
     assert result.returncode == 0, f"random kill seed {seed} ({delay:.2f} s): {result.stderr[-3000:]}"
     assert_same_model(out, micro_reference)
+
+
+def test_metrics_of_steps_redone_after_a_kill_and_a_torn_line_are_dropped_once(tmp_path):
+    from vipkit.rundir import RunDirectory
+
+    killed = [{"stage": 1, "step": s, "loss": 1.0} for s in range(2)] + [{"stage": 2, "step": s, "loss": 2.0} for s in range(4)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in killed) + '{"stage": 2, "st')
+    run = RunDirectory(tmp_path)
+    run.log_metrics({"stage": 2, "step": 2, "loss": 3.0})  # resumed from the checkpoint after step 2
+    run.log_metrics({"stage": 2, "step": 3, "loss": 4.0})
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["step"], r["loss"]) for r in lines] == [(1, 0, 1.0), (1, 1, 1.0), (2, 0, 2.0), (2, 1, 2.0), (2, 2, 3.0), (2, 3, 4.0)]

@@ -108,6 +108,18 @@ def test_a_combined_reward_caches_each_part_on_its_own(tmp_path):
     assert torch.equal(rescored["a.brightness"], scores["a.brightness"])
 
 
+def test_a_new_version_of_the_rewards_plugin_rescores_instead_of_reusing_old_scores(tmp_path):
+    videos = sample_videos(2)
+    CachedReward(Counting(), tmp_path, provider="counting-plugin 1.0").score(videos, PROMPTS[:2])
+    same = CachedReward(Counting(), tmp_path, provider="counting-plugin 1.0")
+    same.score(videos, PROMPTS[:2])
+    upgraded = CachedReward(Counting(), tmp_path, provider="counting-plugin 1.1")
+    upgraded.score(videos, PROMPTS[:2])
+    assert (same.hits, same.misses, upgraded.hits, upgraded.misses) == (2, 0, 0, 2)
+    assert len(Counting.scored) == 4
+    assert sorted(json.loads((d / "reward.json").read_text())["provider"] for d in tmp_path.iterdir()) == ["counting-plugin 1.0", "counting-plugin 1.1"]
+
+
 RECIPE = """
 seed = 0
 [model]
@@ -182,7 +194,9 @@ def test_an_engine_run_and_its_resume_score_each_distinct_video_exactly_once(tmp
         assert Counting.scored == []  # stage 2 regenerates bit-identical videos: every score comes from disk
         assert second["stages"][1]["distilled"]["scores"] == first["stages"][1]["distilled"]["scores"]
         assert second["teacher"]["scores"] == first["teacher"]["scores"]
-        assert len(list(Path(resumed, "cache", "scores").iterdir())) == 1
+        (folder,) = Path(resumed, "cache", "scores").iterdir()
+        assert json.loads((folder / "reward.json").read_text())["provider"] == "counting_plugin"  # the plugin that registered it
+        assert plugins.provider("rewards", "shapes") == f"vipkit_shapes {vipkit.__version__}"
     finally:
         plugins.remove("counting_plugin")
 

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -313,7 +314,8 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
     if problem is not None:
         raise VipkitError(problem)
     every_score_checked = checked(parts.reward, plugins.registry("rewards").source)
-    parts.reward = with_score_cache(every_score_checked, run.score_cache)  # a resumed run rescores nothing
+    provider_of = partial(plugins.provider, "rewards")
+    parts.reward = with_score_cache(every_score_checked, run.score_cache, provider_of)  # a resumed run rescores nothing
     results = Compression(recipe, run, parts, log).run_all()
     log(f"rewards: {cache_summary(parts.reward)}")
     return results

@@ -57,6 +57,12 @@ class Plugins:
     def registry(self, kind: str) -> Registry[Component]:
         return self.registries[kind]
 
+    def provider(self, kind: str, name: str) -> str:
+        """Which plugin, at which version, registered component ``name`` of ``kind``: "vipkit_shapes 0.1.0"."""
+        source = self.registries[kind].source(name)
+        info = next((info for info in self.infos if info.name == source), None)
+        return f"{source} {info.version}" if info is not None and info.version else source
+
     def add(self, plugin: object, name: str, source: str = "in-tree", version: str = "") -> PluginInfo:
         """Register one more plugin object (e.g. a plugin defined inside a test); errors propagate."""
         info = PluginInfo(name, source, version)

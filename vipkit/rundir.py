@@ -57,6 +57,7 @@ class RunDirectory:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._metric_stages: set[Any] = set()  # stages whose earlier metric lines this process has reconciled
 
     @classmethod
     def open(cls, root: Path, recipe: Recipe, recipe_text: str, plugins: Plugins) -> RunDirectory:
@@ -135,5 +136,27 @@ class RunDirectory:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.root / "metrics.jsonl", "a", encoding="utf-8") as f:
+        """Append one training step's metrics to ``metrics.jsonl``, one line per (stage, step).
+
+        A resumed run redoes the steps after its last checkpoint: before its first line of a stage, the
+        lines that stage's killed run wrote from that step on (and a line torn by the kill) are dropped.
+        """
+        path = self.root / "metrics.jsonl"
+        stage = record.get("stage")
+        if stage not in self._metric_stages and path.exists():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if not _redone(line, stage, record.get("step"))]
+            if len(kept) != len(lines):
+                write_text(path, "".join(line + "\n" for line in kept))
+        self._metric_stages.add(stage)
+        with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _redone(line: str, stage: Any, step: Any) -> bool:
+    """Whether a metrics line is torn, or is of ``stage`` at ``step`` or later (about to be logged again)."""
+    try:
+        old = json.loads(line)
+    except json.JSONDecodeError:
+        return True
+    return isinstance(old, dict) and old.get("stage") == stage and isinstance(step, int) and old.get("step", -1) >= step

@@ -1,7 +1,8 @@
 """Every reward result is kept by (video, prompt, reward, config), so a run never scores a video twice.
 
-A video's key hashes its bytes, dtype and shape with its prompt; a reward's key hashes its name and
-validated config. Scores live in memory and on disk, one small JSON file per video under
+A video's key hashes its bytes, dtype and shape with its prompt; a reward's key hashes its name,
+validated config and the plugin (with its version) that provides it, so upgrading a reward plugin
+rescores instead of mixing old and new scores. Scores live in memory and on disk, one small JSON file per video under
 ``cache/scores/<reward key>/`` in the run directory, so a resumed run reads the teacher's (and every
 finished step's) scores instead of recomputing them. JSON keeps the exact value (Python prints floats
 with ``repr``, which round-trips), so a cached score equals the fresh one bit for bit.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,14 +26,18 @@ from vipkit.interfaces import RewardModel, Scores
 if TYPE_CHECKING:
     from torch import Tensor
 
-KEY_FORMAT = 1
+KEY_FORMAT = 2
 """Changes whenever the keys below are computed differently, so old cache entries are never misread."""
 
 
-def reward_key(reward: RewardModel) -> str:
-    """Which reward, configured how: its registered name and validated config."""
-    identity = {"format": KEY_FORMAT, "reward": reward.name, "config": reward.config.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+def reward_identity(reward: RewardModel, provider: str) -> dict[str, object]:
+    """Which reward, configured how, from which plugin version (what ``reward.json`` in its cache folder says)."""
+    return {"format": KEY_FORMAT, "reward": reward.name, "config": reward.config.model_dump(mode="json"), "provider": provider}
+
+
+def reward_key(reward: RewardModel, provider: str = "") -> str:
+    """A short hash of ``reward_identity``: the name of the reward's cache folder."""
+    return hashlib.sha256(json.dumps(reward_identity(reward, provider), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def video_key(video: Tensor, prompt: str) -> str:
@@ -48,12 +53,13 @@ def video_key(video: Tensor, prompt: str) -> str:
 class CachedReward(RewardModel):
     """Wraps a reward: videos it has seen (in this process or stored in ``directory``) are not scored again."""
 
-    def __init__(self, reward: RewardModel, root: Path | None = None) -> None:
+    def __init__(self, reward: RewardModel, root: Path | None = None, provider: str = "") -> None:
         super().__init__(reward.config)
         self.reward = reward
         self.name = reward.name
         self.dimensions = tuple(reward.dimensions)
-        self.key = reward_key(reward)
+        self.provider = provider
+        self.key = reward_key(reward, provider)
         self.directory = root / self.key if root is not None else None
         self.memory: dict[str, dict[str, Tensor]] = {}
         self.hits = 0  # videos answered from the cache
@@ -95,7 +101,7 @@ class CachedReward(RewardModel):
             return
         if not self.directory.exists():  # every rank stores its share, so another may create it first
             self.directory.mkdir(parents=True, exist_ok=True)
-            write_json(self.directory / "reward.json", {"format": KEY_FORMAT, "reward": self.name, "config": self.config.model_dump(mode="json")})
+            write_json(self.directory / "reward.json", reward_identity(self, self.provider))
         scores = self.memory[key]
         write_json(
             self.directory / f"{key}.json",
@@ -107,12 +113,13 @@ class CachedReward(RewardModel):
         )
 
 
-def with_score_cache(reward: RewardModel, root: Path | None) -> RewardModel:
+def with_score_cache(reward: RewardModel, root: Path | None, provider_of: Callable[[str], str] | None = None) -> RewardModel:
     """``reward`` with its results cached under ``root``; a combined reward caches each part on its own,
-    so changing one part's options rescores only that part."""
+    so changing one part's options rescores only that part. ``provider_of(reward name)`` names the plugin
+    and version providing it (``Plugins.provider``)."""
     if isinstance(reward, CombinedReward):
-        return CombinedReward({alias: with_score_cache(part, root) for alias, part in reward.parts.items()})
-    return CachedReward(reward, root)
+        return CombinedReward({alias: with_score_cache(part, root, provider_of) for alias, part in reward.parts.items()})
+    return CachedReward(reward, root, provider_of(reward.name) if provider_of is not None else "")
 
 
 def cache_summary(reward: RewardModel) -> str:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from vipkit.progress import track
+from vipkit.transfer import to_device
 
 NUM_TRAIN_TIMESTEPS = 1000
 LINEAR_START, LINEAR_END = 0.00085, 0.012
@@ -45,8 +46,8 @@ class Schedule:
     def add_noise(self, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
         """q(x_t | x_0) = sqrt(a_t) * scale_t * x_0 + sqrt(1 - a_t) * noise."""
         shape = (-1,) + (1,) * (latents.dim() - 1)
-        alpha = self.alphas_cumprod.to(latents.device)[timesteps].view(shape)
-        scale = self.scale.to(latents.device)[timesteps].view(shape)
+        alpha = to_device(self.alphas_cumprod, latents.device)[timesteps].view(shape)  # no wait for the GPU mid-step
+        scale = to_device(self.scale, latents.device)[timesteps].view(shape)
         return (alpha.sqrt() * scale * latents + (1 - alpha).sqrt() * noise).to(latents.dtype)
 
 
