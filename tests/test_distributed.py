@@ -1,4 +1,4 @@
-"""Two real processes (torchrun, gloo on CPU) against one: the same training update, the same run decisions."""
+"""Two real processes (torchrun or accelerate launch, gloo on CPU) against one: the same training update, the same run decisions."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from vipkit.pair_store import load_pairs
 from vipkit.testing import tiny_model
 
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+# accelerate's --cpu starts one process; --multi_gpu starts two through torch's launcher, which join gloo on a CPU machine
+ACCELERATE = ("-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no")
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 TRAIN_SCRIPT = '''
@@ -114,11 +117,13 @@ def test_fsdp_on_two_processes_trains_the_same_weights_and_resumes_bit_identical
     assert load_file(str(tmp_path / "checkpoints-fsdp" / saved[-1] / "parameters.safetensors"))["param.0"].dim() >= 1  # full tensors
 
 
-def test_two_process_run_takes_the_same_decisions_and_pairs_as_one(micro_reference, tmp_path):
+@pytest.mark.parametrize("launcher", [TORCHRUN, ACCELERATE], ids=["torchrun", "accelerate-launch"])
+def test_two_process_run_takes_the_same_decisions_and_pairs_as_one(micro_reference, tmp_path, launcher):
     out = tmp_path / "two"
-    result = run_vipkit("compress", "--recipe", MICRO_RECIPE, "--out", str(out), launcher=TORCHRUN)
+    result = run_vipkit("compress", "--recipe", MICRO_RECIPE, "--out", str(out), launcher=launcher)
     assert result.returncode == 0, rank_errors(result)
     assert result.stdout.count("| teacher |") == 1  # only rank 0 prints the results
+    assert "running on 2 processes" in result.stderr
     for stage in (1, 2):
         name = f"stages/stage-{stage:03d}.pairs"
         one_record = json.loads((micro_reference / name / "prune.json").read_text())

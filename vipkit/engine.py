@@ -303,6 +303,8 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
     plugins = load_plugins()
     if not distributed.is_main():
         log = _quiet
+    if distributed.world_size() > 1:
+        log(f"running on {distributed.world_size()} processes: videos, scores and training batches are split over them")
     parts = prepare(recipe, plugins, log)
     run, problem = RunDirectory(out), None
     if distributed.is_main():
