@@ -130,6 +130,29 @@ def compress(
 
 
 @app.command()
+def bench(
+    matrix: Annotated[Path, typer.Option("--matrix", "-m", help="the bench matrix (TOML): [[models]], [reward] or [[rewards]], [prompts] eval")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="bench folder (default runs/bench-<matrix name>)")] = None,
+) -> None:
+    """Score several models (e.g. the teacher and compressed ones) with the same rewards, prompts and seeds: one table, one plot."""
+    from vipkit import progress
+    from vipkit.bench import bench_table, run_bench
+    from vipkit.bench_matrix import load_matrix
+    from vipkit.errors import VipkitError
+    from vipkit.report import markdown_table
+
+    out = out or Path("runs") / f"bench-{matrix.stem}"
+    try:
+        resolved = load_matrix(matrix)
+        with progress.display() as bars:
+            results = run_bench(resolved, out, log=lambda line: bars.console.print(line, highlight=False, soft_wrap=True))
+    except VipkitError as exc:
+        raise _fail(str(exc)) from None
+    print(markdown_table(*bench_table(results)))
+    console.print(f"[green]done[/]: table in {out / 'bench.md'}, plot in {out / 'bench.svg'}, scores in {out / 'bench.json'}", soft_wrap=True)
+
+
+@app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List every plugin with its source, version and components; broken plugins show their error."""
     from vipkit.plugins import load_plugins

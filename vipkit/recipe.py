@@ -28,11 +28,11 @@ from vipkit.plugins import Plugins, load_plugins
 class RecipeError(VipkitError):
     """A recipe with one or more problems; ``errors`` holds one ``key: message`` line each."""
 
-    def __init__(self, source: str, errors: list[str]) -> None:
+    def __init__(self, source: str, errors: list[str], what: str = "recipe") -> None:
         self.source = source
         self.errors = errors
         count = f"{len(errors)} problem{'s' if len(errors) != 1 else ''}"
-        super().__init__(f"recipe {source} has {count}:\n" + "\n".join(f"  - {e}" for e in errors))
+        super().__init__(f"{what} {source} has {count}:\n" + "\n".join(f"  - {e}" for e in errors))
 
 
 _M = TypeVar("_M", bound=BaseModel)

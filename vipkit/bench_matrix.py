@@ -1,0 +1,156 @@
+"""A bench matrix: which models, scored by which rewards, on which prompts (``vipkit bench --matrix``).
+
+The same TOML vocabulary as a recipe: ``[[models]]`` tables are ``[model]`` tables with a ``label``
+(or ``label`` + ``path`` of a folder saved by ``vipkit compress``), ``[reward]`` or ``[[rewards]]``,
+``[prompts] eval`` / ``eval_file``, ``[objective]`` and ``seed``. Every problem is reported with its key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vipkit.errors import VipkitError
+from vipkit.interfaces import VideoModel
+from vipkit.plugins import Plugins, load_plugins
+from vipkit.recipe import (
+    MAX_SEED,
+    CombinedRewardSpec,
+    ComponentSpec,
+    ObjectiveSection,
+    RecipeError,
+    _non_finite_numbers,
+    _pydantic_errors,
+    _read_text,
+    _strict,
+    _Validator,
+)
+from vipkit.saved_model import MANIFEST, load_saved_model
+from vipkit.weights import file_sha256
+
+_TOP_LEVEL = {"seed", "description", "prompts", "models", "reward", "rewards", "objective"}
+
+
+class BenchPrompts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    eval: list[str] | None = Field(None, description="the prompts every model renders (one video each)")
+    eval_file: str | None = Field(None, description="file with those prompts, one a line, relative to the matrix")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BenchPrompts:
+        if (self.eval is None) == (self.eval_file is None):
+            raise ValueError("set exactly one of `eval` (a list) and `eval_file` (a path)")
+        return self
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One row of the bench: a model built from a ``[model]``-style table, or a folder saved by vipkit."""
+
+    label: str
+    spec: ComponentSpec | None = None
+    path: Path | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this row's videos what they are: the options, or the saved folder's manifest digest."""
+        if self.spec is not None:
+            return {"model": self.spec.dump()}
+        assert self.path is not None
+        return {"path": str(self.path), "manifest_sha256": file_sha256(self.path / MANIFEST)}
+
+    def build(self, plugins: Plugins) -> VideoModel:
+        if self.spec is not None:
+            return self.spec.build(plugins)
+        assert self.path is not None
+        return load_saved_model(self.path)
+
+
+@dataclass(frozen=True)
+class BenchMatrix:
+    source: str
+    seed: int
+    prompts: list[str]
+    models: list[BenchModel]
+    reward: ComponentSpec | CombinedRewardSpec
+    objective: ObjectiveSection
+
+
+class _MatrixValidator(_Validator):
+    def models(self) -> list[BenchModel]:
+        tables = self.data.get("models")
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+            self.errors.append(
+                "models: add one [[models]] table per model, each with `label = \"...\"` and either a [model] table's "
+                "options (name = \"animatediff\", ...) or `path = \"<a folder saved by vipkit compress>\"`"
+            )
+            return []
+        found: list[BenchModel] = []
+        for i, table in enumerate(tables):
+            key, options = f"models[{i}]", dict(table)
+            label, path = options.pop("label", None), options.pop("path", None)
+            if not isinstance(label, str) or not label.strip():
+                self.errors.append(f"{key}.label: required: a non-empty name for this model's row and bars")
+                continue
+            if label in {m.label for m in found}:
+                self.errors.append(f"{key}.label: {label!r} is already the label of an earlier model; labels name rows, give each its own")
+                continue
+            if path is None:
+                spec = self.component(key, "models", options)
+                if spec is not None:
+                    found.append(BenchModel(label, spec=spec))
+            elif not isinstance(path, str):
+                self.errors.append(f"{key}.path: must be a string (a folder saved by vipkit compress), got {path!r}")
+            elif options:
+                self.errors.append(f"{key}: a saved model (`path`) takes no other options, got {', '.join(sorted(options))}")
+            elif not (self.base_dir / path / MANIFEST).is_file():
+                self.errors.append(f"{key}.path: {self.base_dir / path} is not a model saved by vipkit (no {MANIFEST}); point at RUN/model or RUN/stages/stage-NNN/model")
+            else:
+                found.append(BenchModel(label, path=self.base_dir / path))
+        return found
+
+    def prompts(self) -> list[str]:
+        try:
+            section = _strict(BenchPrompts, self.data.get("prompts", {}))
+        except ValidationError as exc:
+            self.errors.extend(_pydantic_errors("prompts", exc, BenchPrompts))
+            return []
+        if section.eval is not None:
+            found = [p.strip() for p in section.eval if p.strip()]
+            if not found:
+                self.errors.append("prompts.eval: holds no prompt")
+            return found
+        return self.prompt_list(section, "eval")  # type: ignore[arg-type]  # same fields as PromptsSection's eval
+
+    def matrix(self, source: str) -> BenchMatrix:
+        for key in sorted(set(self.data) - _TOP_LEVEL):
+            self.errors.append(f"{key}: unknown key (known: {', '.join(sorted(_TOP_LEVEL))})")
+        self.errors.extend(_non_finite_numbers(self.data))
+        seed = self.data.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+            self.errors.append(f"seed: must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+        models, prompts, reward = self.models(), self.prompts(), self.reward()
+        objective = self.section("objective")
+        if isinstance(objective, ObjectiveSection) and reward is not None:
+            self.objective_weights(objective, reward)
+        if self.errors:
+            raise RecipeError(source, self.errors, what="bench matrix")
+        assert reward is not None and isinstance(objective, ObjectiveSection)
+        return BenchMatrix(source, seed, prompts, models, reward, objective)
+
+
+def load_matrix(path: str | Path, plugins: Plugins | None = None) -> BenchMatrix:
+    """Read and validate a bench matrix; relative paths resolve against its folder."""
+    path = Path(path)
+    text = _read_text(path, "bench matrix")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(str(path), [f"TOML syntax error: {exc}"], what="bench matrix") from None
+    if not data:
+        raise VipkitError(f"{path}: the bench matrix is empty; it needs [[models]], [reward] (or [[rewards]]) and [prompts] eval")
+    return _MatrixValidator(data, path.parent, plugins or load_plugins()).matrix(str(path))
