@@ -131,7 +131,7 @@ def compress(
 
 @app.command()
 def bench(
-    matrix: Annotated[Path, typer.Option("--matrix", "-m", help="the bench matrix (TOML): [[models]], [reward] or [[rewards]], [prompts] eval")],
+    matrix: Annotated[Path, typer.Option("--matrix", "-m", help="the bench matrix (TOML): labelled models, rewards and evaluation prompts (README: vipkit bench)")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="bench folder (default runs/bench-<matrix name>)")] = None,
 ) -> None:
     """Score several models (e.g. the teacher and compressed ones) with the same rewards, prompts and seeds: one table, one plot."""
