@@ -45,6 +45,8 @@ class BenchPrompts(BaseModel):
     def _one_source(self) -> BenchPrompts:
         if (self.eval is None) == (self.eval_file is None):
             raise ValueError("set exactly one of `eval` (a list) and `eval_file` (a path)")
+        if self.eval is not None and not [p for p in self.eval if p.strip()]:
+            raise ValueError("`eval` holds no prompt")
         return self
 
 
@@ -119,11 +121,6 @@ class _MatrixValidator(_Validator):
         except ValidationError as exc:
             self.errors.extend(_pydantic_errors("prompts", exc, BenchPrompts))
             return []
-        if section.eval is not None:
-            found = [p.strip() for p in section.eval if p.strip()]
-            if not found:
-                self.errors.append("prompts.eval: holds no prompt")
-            return found
         return self.prompt_list(section, "eval")  # type: ignore[arg-type]  # same fields as PromptsSection's eval
 
     def matrix(self, source: str) -> BenchMatrix:
