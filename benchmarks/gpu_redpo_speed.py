@@ -4,8 +4,9 @@ The naive step is the one measured in ../shared/notes/gpu/redpo_step_memory.py (
 weights, one (winner, loser) pair per optimizer step). vipkit's steps are its own trainer running the real
 ``redpo`` loss on the real ``animatediff`` family, loaded from a random-weight SD-1.5 + motion-adapter folder
 written here, with several pairs per optimizer step (micro-batches accumulated) and the recipe's
-``train.compile`` / ``gradient_checkpointing`` / ``mixed_precision`` options. Each variant prints one JSON
-line as soon as it is measured.
+``train.compile`` / ``gradient_checkpointing`` / ``mixed_precision`` options and the family's attention
+kernels (``spatial_attention`` / ``temporal_attention``). Each variant prints one JSON line as soon as it
+is measured.
 
     python benchmarks/gpu_redpo_speed.py --out DIR            # GPU, full size
     python benchmarks/gpu_redpo_speed.py --out DIR --tiny     # CPU smoke test of the same code
@@ -20,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,6 +32,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 import vipkit
 from vipkit.tokenizers import byte_level_clip_tokenizer
+from vipkit_animatediff.attention import choose_attention_kernels
 from vipkit_animatediff.family import AnimateDiff
 from vipkit_animatediff.tiny import inference_scheduler, tiny_sd_components
 from vipkit.recipe import TrainSection
@@ -148,16 +151,27 @@ KERNEL_KINDS = (  # (kind, substrings of the kernel name), first match wins
 
 
 def kernel_time_by_kind(profile: torch.profiler.profile) -> dict:
-    """GPU time of one profiled optimizer step, summed per kind of kernel, plus the step's GPU-busy share."""
+    """GPU time of one profiled optimizer step, summed per kind of kernel, and the slowest kernels by name.
+
+    Only device-side events count: an operator's own ``self_device_time_total`` repeats the time of the
+    kernels it launched, which would count every kernel twice.
+    """
     totals: dict[str, float] = {}
+    kernels: dict[str, float] = {}
     for event in profile.key_averages():
         gpu_us = getattr(event, "self_device_time_total", 0.0)
-        if gpu_us <= 0:
+        if gpu_us <= 0 or event.device_type == torch.autograd.DeviceType.CPU:
             continue
         name = event.key.lower()
         kind = next((k for k, needles in KERNEL_KINDS if any(n in name for n in needles)), "other")
         totals[kind] = totals.get(kind, 0.0) + gpu_us / 1e3
-    return {"gpu_ms_by_kind": {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}, "gpu_ms": round(sum(totals.values()), 1)}
+        kernels[event.key[:120]] = kernels.get(event.key[:120], 0.0) + gpu_us / 1e3
+    slowest = dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:12])
+    return {
+        "gpu_ms_by_kind": {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+        "gpu_ms": round(sum(totals.values()), 1),
+        "slowest_kernels_ms": {k: round(v, 1) for k, v in slowest.items()},
+    }
 
 
 def vipkit_step_seconds(teacher: AnimateDiff, student: AnimateDiff, dims: dict, steps: int, train: TrainSection, profile: bool = False) -> dict:
@@ -194,6 +208,19 @@ def vipkit_step_seconds(teacher: AnimateDiff, student: AnimateDiff, dims: dict, 
     return row | (kernel_time_by_kind(profiler) if profiler is not None else {})
 
 
+@contextmanager
+def attention_kernels(flags: set[str], teacher: AnimateDiff, student: AnimateDiff):
+    """The family's ``spatial_attention`` / ``temporal_attention`` settings from flags ``spatial=K`` and
+    ``temporal=K``, on both models (a recipe sets them once for both); the teacher gets "auto" back after."""
+    chosen = dict(flag.split("=") for flag in flags if "=" in flag)
+    for model in (teacher, student):
+        choose_attention_kernels(model.denoiser(), chosen.get("spatial", "auto"), chosen.get("temporal", "auto"))
+    try:
+        yield
+    finally:
+        choose_attention_kernels(teacher.denoiser(), "auto", "auto")
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -206,7 +233,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per variant")
     parser.add_argument("--profile", action="store_true", help="also profile one more optimizer step of each vipkit variant: GPU time per kind of kernel")
     parser.add_argument("--variants", default="naive,eager-1x4,compile-1x4,compile+ckpt-2x2,amp+compile-1x4",
-        help="naive, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, ckpt, amp joined by +")
+        help="naive, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, ckpt, amp, spatial=K, temporal=K (K: the animatediff family's attention kernels) joined by +")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dims = TINY if args.tiny else FULL
@@ -214,8 +241,10 @@ def main() -> None:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     results: list[dict] = []
+    began = time.perf_counter()
 
     def report(row: dict) -> None:
+        row["elapsed_s"] = round(time.perf_counter() - began, 1)  # since the start: shows each variant's compile time
         if device == "cuda":
             row["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
             torch.cuda.reset_peak_memory_stats()
@@ -234,10 +263,10 @@ def main() -> None:
             try:
                 if variant == "naive":
                     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-                        row = naive_step_seconds(teacher.pipeline().unet, dims, device, args.steps)  # no cuDNN attention: its backward fails here
+                        row = naive_step_seconds(teacher.pipeline().unet, dims, device, args.steps)  # cuDNN attention off, as in the baseline script
                 else:
                     flag_text, shape = variant.split("-")
-                    flags = set(flag_text.split("+"))  # eager | compile, ckpt, amp
+                    flags = set(flag_text.split("+"))  # eager | compile, ckpt, amp, spatial=K, temporal=K
                     micro, accumulate = (int(v) for v in shape.split("x"))
                     amp = "amp" in flags  # float32 weights trained under bf16 autocast
                     student = AnimateDiff(AnimateDiff.Config(**common, dtype="float32")) if amp else teacher.copy()
@@ -246,7 +275,8 @@ def main() -> None:
                         max_grad_norm=None, trainable="motion", mixed_precision="bf16" if amp else "no",
                         gradient_checkpointing="ckpt" in flags, compile="compile" in flags,
                     )
-                    row = vipkit_step_seconds(teacher, student, dims, args.steps, train, args.profile)
+                    with attention_kernels(flags, teacher, student):
+                        row = vipkit_step_seconds(teacher, student, dims, args.steps, train, args.profile)
                     del student
                     torch._dynamo.reset()
                 report({"variant": variant, **row})

@@ -12,6 +12,10 @@ is measured while training with the ``shapes`` reward on freshly sampled prompts
 
     python benchmarks/train_shapes_teacher.py --out OUT [--resume OUT_BEFORE/checkpoint] [--minutes 8]
     python benchmarks/train_shapes_teacher.py --export-only --resume OUT/checkpoint --out models/shapes-teacher
+
+A smaller UNet (``--unet fast``, cheap enough on a CPU) can start from a trained teacher's VAE and text
+encoder (``--init-from models/shapes-teacher``: no VAE training) and learn from that teacher's predictions
+as well as from the data (``--distill-weight``).
 """
 
 from __future__ import annotations
@@ -37,10 +41,29 @@ from vipkit_shapes.tokenizer import word_tokenizer
 from vipkit_shapes.world import describe, render_batch, sample_scenes
 
 FRAMES, SIZE, LATENT_CHANNELS, TEXT_DIM, MAX_TOKENS = 8, 32, 8, 64, 24
-UNET_CHANNELS = (32, 64)
+ATTENTION_EVERYWHERE = (("CrossAttnDownBlock2D",) * 2, ("CrossAttnUpBlock2D",) * 2)
+ATTENTION_AT_4X4 = (("DownBlock2D", "CrossAttnDownBlock2D"), ("CrossAttnUpBlock2D", "UpBlock2D"))
+UNET_SPECS = {  # name: (channels, spatial heads, motion heads, norm groups, (down, up) block types)
+    "shipped": ((32, 64), 16, 4, 16, ATTENTION_EVERYWHERE),  # models/shapes-teacher
+    "fast": ((16, 32), 1, 1, 8, ATTENTION_EVERYWHERE),  # ~4x cheaper on a CPU (RESULTS.md §2)
+}
 
 
-def build_components(seed: int = 0) -> dict:
+def build_unet(channels: tuple[int, int], heads: int, motion_heads: int, groups: int, blocks: tuple) -> UNetMotionModel:
+    """A UNetMotionModel for the world's 8×8 latents (random weights from the current torch seed)."""
+    unet2d = UNet2DConditionModel(
+        sample_size=SIZE // 4, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, block_out_channels=channels,
+        layers_per_block=1, norm_num_groups=groups, cross_attention_dim=TEXT_DIM, attention_head_dim=heads,
+        down_block_types=blocks[0], up_block_types=blocks[1],
+    )
+    adapter = MotionAdapter(
+        block_out_channels=channels, motion_layers_per_block=1, motion_norm_num_groups=groups,
+        motion_num_attention_heads=motion_heads, motion_max_seq_length=32,
+    )
+    return UNetMotionModel.from_unet2d(unet2d, adapter)
+
+
+def build_components(seed: int = 0, unet: str = "shipped") -> dict:
     """The teacher's architecture, randomly initialised (fixed seed)."""
     torch.manual_seed(seed)
     tokenizer = word_tokenizer(MAX_TOKENS)
@@ -56,22 +79,13 @@ def build_components(seed: int = 0) -> dict:
         norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         sample_size=SIZE,
     )
-    unet2d = UNet2DConditionModel(
-        sample_size=SIZE // 4, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, block_out_channels=UNET_CHANNELS,
-        layers_per_block=1, norm_num_groups=16, cross_attention_dim=TEXT_DIM, attention_head_dim=16,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    )
-    adapter = MotionAdapter(
-        block_out_channels=UNET_CHANNELS, motion_layers_per_block=1, motion_norm_num_groups=16, motion_num_attention_heads=4,
-        motion_max_seq_length=32,
-    )
+    denoiser = build_unet(*UNET_SPECS[unet])
     scheduler = DDIMScheduler(
         num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False, prediction_type="v_prediction",
         timestep_spacing="trailing", set_alpha_to_one=True,
     )
     return dict(
-        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, unet=UNetMotionModel.from_unet2d(unet2d, adapter),
-        scheduler=scheduler,
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, unet=denoiser, scheduler=scheduler,
     )
 
 
@@ -116,8 +130,9 @@ def train_vae(vae: AutoencoderKL, videos: torch.Tensor, steps: int, log) -> None
 
 
 @torch.no_grad()
-def encode_dataset(vae: AutoencoderKL, videos: torch.Tensor) -> torch.Tensor:
-    """Latents (N, C, F, h, w), scaled to unit variance (the scale is stored in the VAE config)."""
+def encode_dataset(vae: AutoencoderKL, videos: torch.Tensor, keep_scale: bool = False) -> torch.Tensor:
+    """Latents (N, C, F, h, w), scaled to unit variance (the scale is stored in the VAE config), or by the
+    VAE's stored scale with ``keep_scale`` (a trained teacher's VAE: its UNet saw latents at that scale)."""
     latents = []
     for start in range(0, videos.shape[0], 512):
         batch = videos[start : start + 512]
@@ -125,7 +140,7 @@ def encode_dataset(vae: AutoencoderKL, videos: torch.Tensor) -> torch.Tensor:
             z = vae.encode(batch.flatten(0, 1).float()).latent_dist.mean
         latents.append(z.float().unflatten(0, (batch.shape[0], FRAMES)).permute(0, 2, 1, 3, 4).to(torch.bfloat16))
     latents = torch.cat(latents)
-    scale = 1.0 / latents.float().std().item()
+    scale = vae.config.scaling_factor if keep_scale else 1.0 / latents.float().std().item()
     vae.register_to_config(scaling_factor=scale)
     return latents * scale
 
@@ -157,14 +172,15 @@ def compiled_or_eager(unet: UNetMotionModel, latents: torch.Tensor, ids: torch.T
         return unet
 
 
-def save_checkpoint(path: Path, components: dict, ema: UNetMotionModel, optimizer, step: int, history: list) -> None:
+def save_checkpoint(path: Path, components: dict, ema: UNetMotionModel, optimizer, step: int, history: list, unet: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     for name in ("unet", "text_encoder", "vae"):
         save_file({k: v.detach().float().contiguous().cpu() for k, v in components[name].state_dict().items()}, str(path / f"{name}.safetensors"))
     save_file({k: v.detach().float().contiguous().cpu() for k, v in ema.state_dict().items()}, str(path / "ema_unet.safetensors"))
     opt_state = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in optimizer.state_dict()["state"].items() for k, v in s.items() if torch.is_tensor(v) and v.ndim > 0}
     save_file(opt_state, str(path / "optimizer.safetensors"))
-    (path / "state.json").write_text(json.dumps({"step": step, "history": history, "vae_scaling_factor": components["vae"].config.scaling_factor}))
+    state = {"step": step, "history": history, "vae_scaling_factor": components["vae"].config.scaling_factor, "unet": unet}
+    (path / "state.json").write_text(json.dumps(state))
 
 
 def teacher_pipeline(components: dict, unet: UNetMotionModel) -> AnimateDiffPipeline:
@@ -203,10 +219,16 @@ def main() -> None:
     parser.add_argument("--vae-steps", type=int, default=4000)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--export-only", action="store_true", help="write OUT/teacher from --resume's checkpoint and stop")
+    parser.add_argument("--unet", choices=sorted(UNET_SPECS), default="shipped", help="UNet architecture (a resumed run keeps its own)")
+    parser.add_argument("--init-from", type=Path, help="a trained teacher folder: start from its VAE and text encoder (no VAE training)")
+    parser.add_argument("--distill-weight", type=float, default=0.0,
+        help="also regress to the --init-from teacher's prediction (its own frozen text encoder), with this weight")
     args = parser.parse_args()
+    if args.distill_weight and not args.init_from:
+        parser.error("--distill-weight needs --init-from (the teacher to learn from)")
     if args.export_only:
-        components = build_components()
         state = json.loads((args.resume / "state.json").read_text())
+        components = build_components(unet=state.get("unet", "shipped"))
         for name in ("text_encoder", "vae"):
             components[name].load_state_dict(load_file(str(args.resume / f"{name}.safetensors")))
         components["vae"].register_to_config(scaling_factor=state["vae_scaling_factor"])
@@ -226,7 +248,16 @@ def main() -> None:
         log_file.flush()
 
     started = time.time()
-    components = build_components()
+    architecture = json.loads((args.resume / "state.json").read_text()).get("unet", "shipped") if args.resume else args.unet
+    components = build_components(unet=architecture)
+    teacher = None
+    if args.init_from:
+        components["vae"] = AutoencoderKL.from_pretrained(args.init_from / "vae")
+        components["text_encoder"] = CLIPTextModel.from_pretrained(args.init_from / "text_encoder")
+        if args.distill_weight:
+            teacher = dict(unet=UNetMotionModel.from_pretrained(args.init_from / "unet"), text_encoder=copy.deepcopy(components["text_encoder"]))
+            for module in teacher.values():
+                module.to(device).eval().requires_grad_(False)
     for name in ("text_encoder", "vae", "unet"):
         components[name].to(device)
     step, history = 0, []
@@ -240,9 +271,11 @@ def main() -> None:
         components["vae"].register_to_config(scaling_factor=state["vae_scaling_factor"])
         components["vae"].eval().requires_grad_(False)
         log({"phase": "resume", "step": step})
+    elif args.init_from:
+        components["vae"].eval().requires_grad_(False)
     else:
         train_vae(components["vae"], videos, args.vae_steps, log)
-    latents = encode_dataset(components["vae"], videos)
+    latents = encode_dataset(components["vae"], videos, keep_scale=args.init_from is not None)
     del videos
     empty_ids = components["tokenizer"]([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids.to(device)
     log({"phase": "latents", "latents": list(latents.shape), "scaling_factor": components["vae"].config.scaling_factor})
@@ -284,7 +317,13 @@ def main() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             text = text_encoder(token_ids).last_hidden_state
             pred = model(noisy, t, encoder_hidden_states=text.repeat_interleave(FRAMES, 0)).sample
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_text = teacher["text_encoder"](token_ids).last_hidden_state.repeat_interleave(FRAMES, 0)
+                    teacher_pred = teacher["unet"](noisy, t, encoder_hidden_states=teacher_text).sample
         loss = F.mse_loss(pred.float(), target)
+        if teacher is not None:
+            loss = loss + args.distill_weight * F.mse_loss(pred.float(), teacher_pred.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -306,7 +345,7 @@ def main() -> None:
     scores = evaluate(components, ema, device, count=args.eval_count)
     history.append({"step": step, **scores})
     log({"phase": "eval", "step": step, **scores})
-    save_checkpoint(args.out / "checkpoint", components, ema, optimizer, step, history)
+    save_checkpoint(args.out / "checkpoint", components, ema, optimizer, step, history, architecture)
     log({"phase": "done", "step": step})
 
 

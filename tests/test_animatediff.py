@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel, UNetMotionModel
+from diffusers.models.attention_processor import Attention
 from pydantic import ValidationError
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vipkit.errors import VipkitError
 from vipkit.plugins import load_plugins
 from vipkit_animatediff import AnimateDiff
+from vipkit_animatediff.attention import choose_attention_kernels
 from vipkit_animatediff.blocks import list_blocks
 from vipkit_animatediff.tiny import tiny_sd_components
 
@@ -169,6 +172,36 @@ def test_predict_noise_is_differentiable_in_train_mode(model: AnimateDiff, input
     assert not student.pipeline().unet.training
 
 
+def attention_kernels(model: AnimateDiff) -> Counter:
+    """How many spatial (False) and motion-module (True) attention layers run which kernel order."""
+    return Counter(
+        ("motion_modules" in name, getattr(layer.processor, "kernel", type(layer.processor).__name__))
+        for name, layer in model.pipeline().unet.named_modules()
+        if isinstance(layer, Attention)
+    )
+
+
+def test_attention_kernel_per_kind_of_layer_overrides_the_callers_choice(model: AnimateDiff, inputs) -> None:
+    """Each kind of attention layer runs its own kernel order, even where the caller allowed only a kernel
+    this CPU lacks (memory-efficient attention); the prediction is the one PyTorch's own choice gives."""
+    noisy, timesteps, conditioning = inputs
+    chosen = tiny(spatial_attention="math", temporal_attention="flash")
+    assert attention_kernels(model) == {(False, "AttnProcessor2_0"): 8, (True, "AttnProcessor2_0"): 14}
+    assert attention_kernels(chosen) == {(False, "math"): 8, (True, "flash"): 14}
+    assert attention_kernels(chosen.copy()) == attention_kernels(chosen)
+    expected = model.predict_noise(noisy, timesteps, conditioning)
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+        with pytest.raises(RuntimeError, match="No viable backend"):
+            model.predict_noise(noisy, timesteps, conditioning)
+        prediction = chosen.predict_noise(noisy, timesteps, conditioning)
+    torch.testing.assert_close(prediction, expected, rtol=1e-4, atol=1e-5)
+    only_temporal = chosen.copy()
+    choose_attention_kernels(only_temporal.denoiser(), "auto", "math")
+    assert attention_kernels(only_temporal) == {(False, "AttnProcessor2_0"): 8, (True, "math"): 14}
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]), pytest.raises(RuntimeError, match="No viable backend"):
+        only_temporal.predict_noise(noisy, timesteps, conditioning)  # the spatial layers follow the caller again
+
+
 def test_add_noise_and_target_follow_the_linear_schedule(model: AnimateDiff) -> None:
     generator = torch.Generator().manual_seed(1)
     latents = torch.randn((2, 4, 4, 8, 8), generator=generator)
@@ -314,6 +347,8 @@ def test_config_is_validated() -> None:
         AnimateDiff.Config(generation_batch_size=0)
     with pytest.raises(ValidationError):
         AnimateDiff.Config(unknown=1)
+    with pytest.raises(ValidationError, match="spatial_attention"):
+        AnimateDiff.Config(spatial_attention="fa3")
 
 
 def test_real_sd15_sizes_on_the_meta_device() -> None:

@@ -175,8 +175,9 @@ def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSec
 
 
 def _attention_kernels(device: torch.device) -> AbstractContextManager[Any]:
-    """On CUDA, scaled-dot-product attention without cuDNN's kernel, whose backward failed on an H100
-    (torch 2.11: ``mha_graph.execute(...) is_good()``); flash and memory-efficient attention compute the same."""
+    """On CUDA, scaled-dot-product attention without cuDNN's kernel by default: its backward once failed on an
+    H100 (torch 2.11: ``mha_graph.execute(...) is_good()``). Model families may opt their layers back in
+    (animatediff's ``spatial_attention``/``temporal_attention``: cuDNN trained fine at full size on an H200)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     if device.type != "cuda":

@@ -15,6 +15,7 @@ from torch import Tensor
 
 import vipkit
 from vipkit.errors import VipkitError
+from vipkit_animatediff.attention import AttentionKernel, choose_attention_kernels
 from vipkit_animatediff.blocks import motion_modules
 from vipkit_animatediff.features import recorded_block_outputs
 from vipkit_animatediff.loading import load_parts, looks_local
@@ -84,6 +85,15 @@ class AnimateDiff(vipkit.VideoModel):
             description="Torch device ('cpu', 'cuda', 'cuda:1', ...); 'auto' = cuda if available, else cpu.",
         )
         generation_batch_size: int = Field(8, gt=0, description="Videos generated per pipeline call.")
+        spatial_attention: AttentionKernel = Field(
+            "auto",
+            description="Attention kernel of the spatial (per-image) attention layers, falling back to the others "
+            "for inputs it cannot take: 'auto' (PyTorch's choice; vipkit's trainer leaves cuDNN out), 'cudnn' "
+            "(fastest on H100/H200 at full size), 'flash', 'efficient' or 'math'.",
+        )
+        temporal_attention: AttentionKernel = Field(
+            "auto", description="Attention kernel of the motion modules' (per-pixel, across frames) attention layers."
+        )
 
         @field_validator("base", "motion_adapter")
         @classmethod
@@ -121,6 +131,7 @@ class AnimateDiff(vipkit.VideoModel):
         _place(parts.unet.module, self.device, self.dtype).eval()
         for frozen in (parts.vae, parts.text_encoder):
             _place(frozen, self.device, self.dtype).eval().requires_grad_(False)
+        choose_attention_kernels(parts.unet.module, config.spatial_attention, config.temporal_attention)
         self._parts = parts
         self._unet = parts.unet
         self._runner: torch.nn.Module = parts.unet.module  # what predict_noise calls (the UNet, or a DDP wrapper of it)
