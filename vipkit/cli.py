@@ -40,7 +40,8 @@ def _plan_table(recipe) -> Table:  # noqa: ANN001 (Recipe, imported lazily)
     for i, loss in enumerate(recipe.losses):
         table.add_row(f"losses[{i}]", json.dumps(loss.dump()))
     table.add_row("stages", f"{recipe.schedule.stages} × prune blocks of kinds {', '.join(recipe.schedule.block_kinds)}")
-    table.add_row("prompts", f"{n_train} training videos, {len(recipe.prompts_eval)} evaluation videos")
+    probe = f"{len(recipe.prompts_probe)} probe videos" if recipe.prompts_probe else "blocks ranked on the evaluation videos"
+    table.add_row("prompts", f"{n_train} training videos, {len(recipe.prompts_eval)} evaluation videos, {probe}")
     table.add_row(
         "training per stage",
         f"≤ {train.epochs * -(-n_train // train.batch_size)} steps ({train.epochs} epochs × batch {train.batch_size}), "

@@ -89,6 +89,8 @@ class Compression:
         self.objective = Objective(dict(recipe.objective.weights))
         self.eval_prompts = recipe.prompts_eval
         self.eval_seeds = [recipe.seed + i for i in range(len(self.eval_prompts))]
+        self.probe_prompts = recipe.prompts_probe or self.eval_prompts
+        self.probe_seeds = [recipe.seed + 200_000 + i for i in range(len(recipe.prompts_probe))] or self.eval_seeds
         k = recipe.videos_per_prompt
         self.train_prompts = [p for p in recipe.prompts_train for _ in range(k)]
         self.train_seeds = [recipe.seed + 100_000 + i for i in range(len(self.train_prompts))]
@@ -102,10 +104,10 @@ class Compression:
             self._teacher_eval = (videos, sharded.score(self.parts.reward, videos.videos, self.eval_prompts))
         return self._teacher_eval
 
-    def evaluate(self, model: VideoModel) -> Scores:
-        """The engine's ``Evaluate``: generate the evaluation prompts and score them, split over the ranks."""
-        videos = sharded.generate(model, self.eval_prompts, self.eval_seeds)
-        return sharded.score(self.parts.reward, videos.videos, self.eval_prompts)
+    def probe(self, model: VideoModel) -> Scores:
+        """The scorer's ``Evaluate``: generate the probe prompts (or the evaluation ones) and score them, split over the ranks."""
+        videos = sharded.generate(model, self.probe_prompts, self.probe_seeds)
+        return sharded.score(self.parts.reward, videos.videos, self.probe_prompts)
 
     def save_gif(self, videos: Any, name: str) -> None:
         if distributed.is_main():
@@ -140,7 +142,7 @@ class Compression:
             )
         started = time.perf_counter()
         self.log(f"stage {stage}: ranking {len(candidates)} candidate blocks with {self.parts.scorer.name}")
-        ranking = self.parts.scorer.rank(student, candidates, self.evaluate, self.objective)
+        ranking = self.parts.scorer.rank(student, candidates, self.probe, self.objective)
         params_before = student.num_parameters()
         removed = self.parts.pruner.apply(student, ranking)
         self.log(f"stage {stage}: removed {len(removed)} blocks, {params_before:,} → {student.num_parameters():,} parameters")

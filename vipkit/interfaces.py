@@ -214,7 +214,8 @@ class RewardModel(Component):
 # Strategies
 
 Evaluate = Callable[["VideoModel"], "Scores"]
-"""Generate the evaluation videos with a model and score them (supplied by the engine, cached)."""
+"""Generate the recipe's probe videos (its evaluation videos when it sets no probe prompts) with a model
+and score them (supplied by the engine, cached)."""
 
 
 @dataclass(frozen=True)

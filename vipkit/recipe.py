@@ -43,12 +43,18 @@ class _Section(BaseModel):
 
 
 class PromptsSection(_Section):
-    """Prompts for training pairs and for evaluation (inline lists or files, one prompt a line)."""
+    """Prompts for training pairs, for evaluation and for ranking blocks (inline lists or files, one prompt a line)."""
 
     train: list[str] | None = Field(None, description="prompts whose teacher/student videos become pairs")
     train_file: str | None = Field(None, description="file with the training prompts, relative to the recipe")
-    eval: list[str] | None = Field(None, description="prompts for importance scoring and reports")
+    eval: list[str] | None = Field(None, description="prompts for the reports (and for importance scoring without `probe`)")
     eval_file: str | None = Field(None, description="file with the evaluation prompts, relative to the recipe")
+    probe: list[str] | None = Field(
+        None,
+        description="prompts the importance scorer ranks blocks on, with their own seeds; without it the scorer "
+        "uses the evaluation prompts and seeds, and the run's table then scores the videos the pruning was chosen on",
+    )
+    probe_file: str | None = Field(None, description="file with the probe prompts, relative to the recipe")
     videos_per_prompt: int = Field(1, ge=1, description="training videos per prompt, each with its own seed")
 
     @model_validator(mode="after")
@@ -59,6 +65,10 @@ class PromptsSection(_Section):
                 raise ValueError(f"set exactly one of `{kind}` (a list) and `{kind}_file` (a path)")
             if inline is not None and not [p for p in inline if p.strip()]:
                 raise ValueError(f"`{kind}` holds no prompt")
+        if self.probe is not None and self.probe_file is not None:
+            raise ValueError("set at most one of `probe` (a list) and `probe_file` (a path)")
+        if self.probe is not None and not [p for p in self.probe if p.strip()]:
+            raise ValueError("`probe` holds no prompt")
         return self
 
 
@@ -190,6 +200,7 @@ class Recipe(BaseModel):
     losses: list[ComponentSpec]
     prompts_train: list[str]
     prompts_eval: list[str]
+    prompts_probe: list[str] = []  # empty: the scorer ranks on the evaluation prompts
     videos_per_prompt: int
     schedule: ScheduleSection
     train: TrainSection
@@ -197,6 +208,9 @@ class Recipe(BaseModel):
 
     def dump(self) -> dict[str, Any]:
         """The resolved recipe as plain data (what the run directory stores and fingerprints)."""
+        prompts: dict[str, Any] = {"train": self.prompts_train, "eval": self.prompts_eval, "videos_per_prompt": self.videos_per_prompt}
+        if self.prompts_probe:  # only when set: runs made before probe prompts existed keep their fingerprint
+            prompts["probe"] = self.prompts_probe
         return {
             "seed": self.seed,
             "model": self.model.dump(),
@@ -205,7 +219,7 @@ class Recipe(BaseModel):
             "pruner": self.pruner.dump(),
             "curator": self.curator.dump(),
             "losses": [loss.dump() for loss in self.losses],
-            "prompts": {"train": self.prompts_train, "eval": self.prompts_eval, "videos_per_prompt": self.videos_per_prompt},
+            "prompts": prompts,
             "schedule": self.schedule.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json"),
             "objective": self.objective.model_dump(mode="json"),
@@ -418,6 +432,8 @@ class _Validator:
         prompts = sections["prompts"]
         train_prompts = self.prompt_list(prompts, "train") if isinstance(prompts, PromptsSection) else []
         eval_prompts = self.prompt_list(prompts, "eval") if isinstance(prompts, PromptsSection) else []
+        has_probe = isinstance(prompts, PromptsSection) and (prompts.probe, prompts.probe_file) != (None, None)
+        probe_prompts = self.prompt_list(prompts, "probe") if has_probe else []
         objective = sections["objective"]
         if isinstance(objective, ObjectiveSection) and specs["reward"] is not None:
             self.objective_weights(objective, specs["reward"])
@@ -437,6 +453,7 @@ class _Validator:
             losses=losses,
             prompts_train=train_prompts,
             prompts_eval=eval_prompts,
+            prompts_probe=probe_prompts,
             videos_per_prompt=prompts.videos_per_prompt,
             **specs,
             schedule=sections["schedule"],
