@@ -59,16 +59,13 @@ class PromptsSection(_Section):
 
     @model_validator(mode="after")
     def _one_source_each(self) -> PromptsSection:
-        for kind in ("train", "eval"):
+        for kind, required in (("train", True), ("eval", True), ("probe", False)):
             inline, file = getattr(self, kind), getattr(self, f"{kind}_file")
-            if (inline is None) == (file is None):
-                raise ValueError(f"set exactly one of `{kind}` (a list) and `{kind}_file` (a path)")
+            sources = (inline is not None) + (file is not None)
+            if sources > 1 or (required and not sources):
+                raise ValueError(f"set {'exactly' if required else 'at most'} one of `{kind}` (a list) and `{kind}_file` (a path)")
             if inline is not None and not [p for p in inline if p.strip()]:
                 raise ValueError(f"`{kind}` holds no prompt")
-        if self.probe is not None and self.probe_file is not None:
-            raise ValueError("set at most one of `probe` (a list) and `probe_file` (a path)")
-        if self.probe is not None and not [p for p in self.probe if p.strip()]:
-            raise ValueError("`probe` holds no prompt")
         return self
 
 
