@@ -232,7 +232,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny random model on CPU (smoke test)")
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per variant")
     parser.add_argument("--profile", action="store_true", help="also profile one more optimizer step of each vipkit variant: GPU time per kind of kernel")
-    parser.add_argument("--variants", default="naive,eager-1x4,compile-1x4,compile+ckpt-2x2,amp+compile-1x4",
+    parser.add_argument("--variants", default="naive,eager-1x4,compile-1x4,compile+spatial=cudnn+temporal=cudnn-1x4",
         help="naive, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, ckpt, amp, spatial=K, temporal=K (K: the animatediff family's attention kernels) joined by +")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
