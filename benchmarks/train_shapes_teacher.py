@@ -132,7 +132,7 @@ def train_vae(vae: AutoencoderKL, videos: torch.Tensor, steps: int, log) -> None
 @torch.no_grad()
 def encode_dataset(vae: AutoencoderKL, videos: torch.Tensor, keep_scale: bool = False) -> torch.Tensor:
     """Latents (N, C, F, h, w), scaled to unit variance (the scale is stored in the VAE config), or by the
-    VAE's stored scale with ``keep_scale`` (a trained teacher's VAE: its UNet saw latents at that scale)."""
+    VAE's stored scale with ``keep_scale`` (a resumed or given trained VAE: its UNet saw latents at that scale)."""
     latents = []
     for start in range(0, videos.shape[0], 512):
         batch = videos[start : start + 512]
@@ -226,9 +226,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.distill_weight and not args.init_from:
         parser.error("--distill-weight needs --init-from (the teacher to learn from)")
+    state = json.loads((args.resume / "state.json").read_text()) if args.resume else None
+    architecture = state.get("unet", "shipped") if state else args.unet
     if args.export_only:
-        state = json.loads((args.resume / "state.json").read_text())
-        components = build_components(unet=state.get("unet", "shipped"))
+        components = build_components(unet=architecture)
         for name in ("text_encoder", "vae"):
             components[name].load_state_dict(load_file(str(args.resume / f"{name}.safetensors")))
         components["vae"].register_to_config(scaling_factor=state["vae_scaling_factor"])
@@ -248,7 +249,6 @@ def main() -> None:
         log_file.flush()
 
     started = time.time()
-    architecture = json.loads((args.resume / "state.json").read_text()).get("unet", "shipped") if args.resume else args.unet
     components = build_components(unet=architecture)
     teacher = None
     if args.init_from:
@@ -263,8 +263,7 @@ def main() -> None:
     step, history = 0, []
     videos, ids = render_dataset(args.videos, components["tokenizer"], device)
     log({"phase": "data", "videos": list(videos.shape)})
-    if args.resume:
-        state = json.loads((args.resume / "state.json").read_text())
+    if state:
         step, history = state["step"], state["history"]
         for name in ("unet", "text_encoder", "vae"):
             components[name].load_state_dict(load_file(str(args.resume / f"{name}.safetensors")))
@@ -275,7 +274,7 @@ def main() -> None:
         components["vae"].eval().requires_grad_(False)
     else:
         train_vae(components["vae"], videos, args.vae_steps, log)
-    latents = encode_dataset(components["vae"], videos, keep_scale=args.init_from is not None)
+    latents = encode_dataset(components["vae"], videos, keep_scale=state is not None or args.init_from is not None)
     del videos
     empty_ids = components["tokenizer"]([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids.to(device)
     log({"phase": "latents", "latents": list(latents.shape), "scaling_factor": components["vae"].config.scaling_factor})

@@ -14,7 +14,6 @@ from vipkit_animatediff import AnimateDiff
 
 from conftest import MICRO_RECIPE
 
-MODEL = {"preset": "tiny", "num_inference_steps": 2, "num_frames": 4, "height": 16, "width": 16}
 PROBE = ["a green star spinning", "a black cat jumping"]
 MICRO = Path(MICRO_RECIPE).read_text(encoding="utf-8")
 EDITS = (  # the micro recipe, one stage without training, scored by the prompt-recording reward, with probe prompts
@@ -49,9 +48,9 @@ class PromptLogPlugin:
         register(PromptLog)
 
 
-def brightness(model: AnimateDiff) -> float:
+def brightness(model: AnimateDiff, seed: int) -> float:
     """The probe's objective computed by hand: the probe prompts with seeds recipe seed + 200,000 + i."""
-    return float(model.generate(PROBE, [3 + 200_000 + i for i in range(len(PROBE))]).videos.mean())
+    return float(model.generate(PROBE, [seed + 200_000 + i for i in range(len(PROBE))]).videos.mean())
 
 
 def test_blocks_are_ranked_on_the_probe_prompts_and_seeds(tmp_path):
@@ -68,11 +67,11 @@ def test_blocks_are_ranked_on_the_probe_prompts_and_seeds(tmp_path):
     assert PromptLog.seen.count(PROBE[0]) == 1 + len(importance)  # the baseline, then once without each block
     assert PromptLog.seen.count("a white star spinning") == 2  # only the reports: teacher and pruned (the untrained
     # "distilled" student makes the same videos: the score cache answers)
-    model = AnimateDiff.from_options(MODEL)
-    baseline = brightness(model)
+    model = AnimateDiff(recipe.model.config)  # the recipe's teacher, built afresh
+    baseline = brightness(model, recipe.seed)
     for item in importance[:2]:
         model.remove_block(item["block"])
-        torch.testing.assert_close(item["importance"], baseline - brightness(model), rtol=0, atol=1e-6)
+        torch.testing.assert_close(item["importance"], baseline - brightness(model, recipe.seed), rtol=0, atol=1e-6)
         model.restore_block(item["block"])
 
 
