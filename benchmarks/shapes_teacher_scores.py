@@ -1,4 +1,4 @@
-"""Score the shipped shapes teacher against the world's own videos and an untrained model (CPU).
+"""Score a shipped shapes teacher against the world's own videos and an untrained model of its architecture (CPU).
 
     python benchmarks/shapes_teacher_scores.py [--videos 32] [--teacher models/shapes-teacher]
 
@@ -10,18 +10,13 @@ generate 16 videos on this machine.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_shapes_teacher import build_components  # noqa: E402
-
-from vipkit.plugins import load_plugins  # noqa: E402
-from vipkit_shapes.reward import ShapesReward  # noqa: E402
-from vipkit_shapes.world import describe, render_batch, sample_scenes  # noqa: E402
+from vipkit.plugins import load_plugins
+from vipkit_shapes.reward import ShapesReward
+from vipkit_shapes.world import describe, render_batch, sample_scenes
 
 
 def main() -> None:
@@ -44,7 +39,9 @@ def main() -> None:
     seconds_16 = time.perf_counter() - started
     taught = torch.cat([taught, teacher.generate(prompts[16:], seeds[16:]).videos])
     untrained = teacher.copy()
-    untrained.pipeline().unet.load_state_dict(build_components(seed=1)["unet"].state_dict())
+    unet = untrained.pipeline().unet
+    torch.manual_seed(1)
+    unet.load_state_dict(type(unet).from_config(unet.config).state_dict())
     random_videos = untrained.generate(prompts, seeds).videos
     reward = ShapesReward()
     print(f"teacher: 16 videos (8 frames, 32×32, 20 steps, CFG) in {seconds_16:.1f} s on this CPU")

@@ -15,7 +15,12 @@ is measured while training with the ``shapes`` reward on freshly sampled prompts
 
 A smaller UNet (``--unet fast``, cheap enough on a CPU) can start from a trained teacher's VAE and text
 encoder (``--init-from models/shapes-teacher``: no VAE training) and learn from that teacher's predictions
-as well as from the data (``--distill-weight``).
+as well as from the data (``--distill-weight``). That is how ``models/shapes-teacher-fast`` was made
+(three GPU calls, benchmarks/RESULTS.md §2):
+
+    bash benchmarks/gpu_shapes_teacher.sh 7 --unet fast --init-from models/shapes-teacher --distill-weight 1 --batch 384
+    bash benchmarks/gpu_shapes_teacher.sh 8.3 CKPT --init-from models/shapes-teacher --distill-weight 1 --batch 768
+    bash benchmarks/gpu_shapes_teacher.sh 9 CKPT --init-from models/shapes-teacher --distill-weight 1 --batch 1000 --lr-final 5e-5
 """
 
 from __future__ import annotations
@@ -41,11 +46,13 @@ from vipkit_shapes.tokenizer import word_tokenizer
 from vipkit_shapes.world import describe, render_batch, sample_scenes
 
 FRAMES, SIZE, LATENT_CHANNELS, TEXT_DIM, MAX_TOKENS = 8, 32, 8, 64, 24
+LATENT_POSITIONS = (SIZE // 4) ** 2  # the VAE downsamples by 4
+CUDA_ATTENTION_BATCH_LIMIT = 65_535  # grid limit of the attention kernels (../shared/notes/gpu-baseline.md)
 ATTENTION_EVERYWHERE = (("CrossAttnDownBlock2D",) * 2, ("CrossAttnUpBlock2D",) * 2)
 ATTENTION_AT_4X4 = (("DownBlock2D", "CrossAttnDownBlock2D"), ("CrossAttnUpBlock2D", "UpBlock2D"))
 UNET_SPECS = {  # name: (channels, spatial heads, motion heads, norm groups, (down, up) block types)
     "shipped": ((32, 64), 16, 4, 16, ATTENTION_EVERYWHERE),  # models/shapes-teacher
-    "fast": ((16, 32), 1, 1, 8, ATTENTION_EVERYWHERE),  # ~4x cheaper on a CPU (RESULTS.md §2)
+    "fast": ((16, 32), 1, 1, 8, ATTENTION_EVERYWHERE),  # models/shapes-teacher-fast: ~3x cheaper on a CPU
 }
 
 
@@ -226,6 +233,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.distill_weight and not args.init_from:
         parser.error("--distill-weight needs --init-from (the teacher to learn from)")
+    if torch.cuda.is_available() and args.batch * LATENT_POSITIONS > CUDA_ATTENTION_BATCH_LIMIT:
+        parser.error(f"--batch {args.batch} is too large for the GPU: the motion modules attend over "
+                     f"batch x {LATENT_POSITIONS} latent positions, and CUDA's attention kernels take at most "
+                     f"{CUDA_ATTENTION_BATCH_LIMIT:,} (--batch {CUDA_ATTENTION_BATCH_LIMIT // LATENT_POSITIONS} at most)")
     state = json.loads((args.resume / "state.json").read_text()) if args.resume else None
     architecture = state.get("unet", "shipped") if state else args.unet
     if args.export_only:
