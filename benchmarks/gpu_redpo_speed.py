@@ -1,7 +1,9 @@
 """ReDPO training throughput at full AnimateDiff size: the naive step vs vipkit's, side by side.
 
-The naive step is the one measured in ../shared/notes/gpu/redpo_step_memory.py (plain diffusers, bf16
-weights, one (winner, loser) pair per optimizer step). vipkit's steps are its own trainer running the real
+The naive step is the one measured in ../shared/notes/gpu/redpo_step_memory.py (plain diffusers, one
+(winner, loser) pair per optimizer step), with the motion modules kept as float32 master weights under bf16
+autocast as diffusers' Diffusion-DPO example does (``naive-inplace-bf16``: the first baseline, bf16 weights
+stepped in place). vipkit's steps (a bf16 model: float32 master weights too) are its own trainer running the real
 ``redpo`` loss on the real ``animatediff`` family, loaded from a random-weight SD-1.5 + motion-adapter folder
 written here, with several pairs per optimizer step (micro-batches accumulated) and the recipe's
 ``train.compile`` / ``gradient_checkpointing`` / ``mixed_precision`` options and the family's attention
@@ -27,14 +29,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from diffusers import AutoencoderKL, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel, UNetMotionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import StableDiffusionPipeline, UNetMotionModel
 
 import vipkit
-from vipkit.tokenizers import byte_level_clip_tokenizer
 from vipkit_animatediff.attention import choose_attention_kernels
 from vipkit_animatediff.family import AnimateDiff
-from vipkit_animatediff.tiny import inference_scheduler, tiny_sd_components
+from vipkit_animatediff.sd15 import SD15_SIZES
+from vipkit_animatediff.tiny import TINY_SIZES, sd_components
 from vipkit.recipe import TrainSection
 from vipkit.training import WeightedLoss, train_on_pairs
 from vipkit_losses.redpo import ReDPO
@@ -43,60 +44,15 @@ FULL = dict(frames=16, latent=64, text_dim=768)
 TINY = dict(frames=8, latent=16, text_dim=32)
 
 
-def full_sd_components(seed: int = 0) -> dict:
-    """Random SD-1.5-sized UNet, VAE and CLIP-L text encoder plus the v1-5-2 motion adapter (no download)."""
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    adapter = MotionAdapter(
-        block_out_channels=(320, 640, 1280, 1280),
-        motion_layers_per_block=2,
-        motion_mid_block_layers_per_block=1,
-        motion_num_attention_heads=8,
-        motion_norm_num_groups=32,
-        motion_max_seq_length=32,
-        use_motion_mid_block=True,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-    )
-    tokenizer = byte_level_clip_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    return dict(unet=unet, motion_adapter=adapter, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
-
-
 def write_model(folder: Path, tiny: bool) -> tuple[str, str]:
     """An SD pipeline folder and a motion-adapter folder, in the hub layout the family loads."""
-    parts = tiny_sd_components(0) if tiny else full_sd_components(0)
+    parts = sd_components(TINY_SIZES if tiny else SD15_SIZES, seed=0)
     pipe = StableDiffusionPipeline(
         vae=parts["vae"],
         text_encoder=parts["text_encoder"],
         tokenizer=parts["tokenizer"],
         unet=parts["unet"],
-        scheduler=inference_scheduler(),
+        scheduler=parts["scheduler"],
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -106,11 +62,16 @@ def write_model(folder: Path, tiny: bool) -> tuple[str, str]:
     return str(folder / "sd"), str(folder / "adapter")
 
 
-def naive_step_seconds(teacher_unet: UNetMotionModel, dims: dict, device: str, steps: int) -> dict:
-    """The baseline's step: plain diffusers, bf16 weights, one pair, AdamW on the motion modules."""
+def naive_step_seconds(teacher_unet: UNetMotionModel, dims: dict, device: str, steps: int, inplace_bf16: bool = False) -> dict:
+    """The baseline's step: plain diffusers, one pair, AdamW on the motion modules, the motion weights as float32
+    master weights under bf16 autocast (as diffusers' Diffusion-DPO example trains under accelerate's mixed
+    precision); ``inplace_bf16``: the bf16 weights stepped in place instead (the first baseline, which rounds
+    most lr-1e-5 updates away)."""
     student = copy.deepcopy(teacher_unet)
     for name, parameter in student.named_parameters():
         parameter.requires_grad_("motion_modules" in name)
+        if "motion_modules" in name and not inplace_bf16:
+            parameter.data = parameter.data.float()
     student.train()
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
     frames, size = dims["frames"], dims["latent"]
@@ -124,9 +85,10 @@ def naive_step_seconds(teacher_unet: UNetMotionModel, dims: dict, device: str, s
     for _ in range(steps + 1):
         sync(device)
         start = time.perf_counter()
-        with torch.no_grad():
-            ref = teacher_unet(noisy, t, encoder_hidden_states=hidden).sample
-        pred = student(noisy, t, encoder_hidden_states=hidden).sample
+        with torch.autocast(device, dtype=dt):
+            with torch.no_grad():
+                ref = teacher_unet(noisy, t, encoder_hidden_states=hidden).sample
+            pred = student(noisy, t, encoder_hidden_states=hidden).sample
         err = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3, 4))
         rerr = (ref.float() - noise.float()).pow(2).mean(dim=(1, 2, 3, 4))
         inside = -0.5 * 5000 * ((err[0] - err[1]) - (rerr[0] - rerr[1]))
@@ -233,7 +195,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per variant")
     parser.add_argument("--profile", action="store_true", help="also profile one more optimizer step of each vipkit variant: GPU time per kind of kernel")
     parser.add_argument("--variants", default="naive,eager-1x4,compile-1x4,compile+spatial=cudnn+temporal=cudnn-1x4",
-        help="naive, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, ckpt, amp, spatial=K, temporal=K (K: the animatediff family's attention kernels) joined by +")
+        help="naive (float32 master weights, bf16 autocast), naive-inplace-bf16, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, ckpt, amp, spatial=K, temporal=K (K: the animatediff family's attention kernels) joined by +")
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dims = TINY if args.tiny else FULL
@@ -261,9 +223,9 @@ def main() -> None:
         print(json.dumps({"loaded_s": time.perf_counter() - started, "params": teacher.num_parameters()}), flush=True)
         for variant in args.variants.split(","):
             try:
-                if variant == "naive":
-                    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-                        row = naive_step_seconds(teacher.pipeline().unet, dims, device, args.steps)  # cuDNN attention off, as in the baseline script
+                if variant in ("naive", "naive-inplace-bf16"):
+                    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):  # cuDNN off, as in the baseline script
+                        row = naive_step_seconds(teacher.pipeline().unet, dims, device, args.steps, inplace_bf16=variant != "naive")
                 else:
                     flag_text, shape = variant.split("-")
                     flags = set(flag_text.split("+"))  # eager | compile, ckpt, amp, spatial=K, temporal=K

@@ -4,10 +4,11 @@
     python benchmarks/gpu_rewards.py --out OUT --tiny      # toy models on the CPU, to check the script
 
 Nothing is downloaded: every network is built from its configuration with random weights (VideoScore:
-Idefics2-8B; VBench: DINO ViT-B/16, CLIP ViT-B/32, CLIP ViT-L/14 + LAION's Linear(768, 1) head; RAFT-large
-when torchvision is importable) and run through the rewards' own scoring code in bfloat16 on CUDA. The
-throughput does not depend on the weights' values. VideoScore's tokenizer is replaced by a word-level one
-with the same special-token ids, so the text is about as many tokens as with the real Llama tokenizer.
+Idefics2-8B, the reward's ``random`` preset; VBench: DINO ViT-B/16, CLIP ViT-B/32, CLIP ViT-L/14 + LAION's
+Linear(768, 1) head; RAFT-large when torchvision is importable) and run through the rewards' own scoring
+code in bfloat16 on CUDA. The throughput does not depend on the weights' values. The preset's VideoScore
+tokenizer is word-level with the real special-token ids, so the text is about as many tokens as with the
+real Llama tokenizer.
 Prints one JSON line per measurement and writes ``OUT/gpu_rewards.json``; videos/s are medians of repeats.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -29,10 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]  # runs from a checkout withou
 
 from vipkit_vbench.models import FrameEncoder  # noqa: E402
 from vipkit_vbench.reward import VBenchReward  # noqa: E402
-from vipkit_videoscore.inputs import FAKE_IMAGE_TOKEN, IMAGE_TOKEN, REGRESSION_QUERY_PROMPT, ImageSettings  # noqa: E402
-from vipkit_videoscore.model import VideoScoreModel, idefics2_8b_config  # noqa: E402
-from vipkit_videoscore.reward import LoadedVideoScore, VideoScoreReward  # noqa: E402
-from vipkit_videoscore.tiny import TINY_IMAGE_SETTINGS, tiny_videoscore  # noqa: E402
+from vipkit_videoscore.reward import VideoScoreReward  # noqa: E402
 
 PROMPT = "a corgi running on a beach at sunset, waves in the background, cinematic, slow motion"
 
@@ -57,42 +54,10 @@ def timed(run: Any, device: torch.device, repeats: int) -> list[float]:
     return times
 
 
-def word_tokenizer(vocab_size: int, image_token_id: int) -> Any:
-    """Word-level tokenizer over the query's words, padded to ``vocab_size`` with Idefics2's special ids after it."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    words = sorted(set(re.findall(r"\w+|[^\w\s]", REGRESSION_QUERY_PROMPT + " " + PROMPT)))
-    base = ["<unk>", "<s>", "</s>", *words]
-    base += [f"<unused{i}>" for i in range(image_token_id - 1 - len(base))]
-    backend = Tokenizer(models.WordLevel({token: i for i, token in enumerate(base)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>")
-    tokenizer.add_special_tokens({"additional_special_tokens": [FAKE_IMAGE_TOKEN, IMAGE_TOKEN, "<end_of_utterance>"]})
-    assert tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) == image_token_id and len(tokenizer) == vocab_size
-    return tokenizer
-
-
-def videoscore_reward(tiny: bool, device: torch.device, dtype: torch.dtype, frames: int, batch: int) -> VideoScoreReward:
-    reward = VideoScoreReward.from_options({"frames": frames, "batch_size": batch, "device": str(device)})
-    if tiny:
-        model, tokenizer = tiny_videoscore()
-        settings = TINY_IMAGE_SETTINGS
-    else:
-        config = idefics2_8b_config()
-        with torch.device(device):
-            previous = torch.get_default_dtype()
-            torch.set_default_dtype(dtype)
-            try:
-                model = VideoScoreModel(config)
-            finally:
-                torch.set_default_dtype(previous)
-        tokenizer = word_tokenizer(config.text_config.vocab_size, config.image_token_id)
-        settings = ImageSettings()
-    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    reward.__dict__["videoscore"] = LoadedVideoScore(model, tokenizer, settings, device, dtype)  # the cached model
-    return reward
+def videoscore_reward(tiny: bool, device: torch.device, frames: int, batch: int) -> VideoScoreReward:
+    """The reward's own preset: tiny, or the real architecture (bfloat16 on CUDA, as the reward's dtype "auto")."""
+    options = {"preset": "tiny" if tiny else "random", "frames": frames, "batch_size": batch, "device": str(device)}
+    return VideoScoreReward.from_options(options)
 
 
 def vbench_reward(tiny: bool, device: torch.device, dtype: torch.dtype) -> VBenchReward:
@@ -150,8 +115,8 @@ def main() -> None:
               "repeats_s": [round(s, 4) for s in seconds], **extra}, results)
 
     built = time.perf_counter()
-    videoscore = videoscore_reward(args.tiny, device, dtype, args.frames, args.batch)
-    parameters = sum(p.numel() for p in videoscore.videoscore.model.parameters())
+    videoscore = videoscore_reward(args.tiny, device, args.frames, args.batch)
+    parameters = sum(p.numel() for p in videoscore.videoscore.model.parameters())  # builds the network
     emit({"reward": "videoscore", "built_s": round(time.perf_counter() - built, 1), "parameters": parameters}, results)
     record("videoscore", "score", timed(lambda: videoscore.score(videos, prompts), device, args.repeats), batch=args.batch)
     if device.type == "cuda":

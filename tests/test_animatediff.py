@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
-from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel, UNetMotionModel
-from diffusers.models.attention_processor import Attention
+from diffusers import AnimateDiffPipeline, StableDiffusionPipeline, UNetMotionModel
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from pydantic import ValidationError
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vipkit.errors import VipkitError
 from vipkit.plugins import load_plugins
-from vipkit_animatediff import AnimateDiff
-from vipkit_animatediff.attention import choose_attention_kernels
+from vipkit_animatediff import AnimateDiff, attention
+from vipkit_animatediff.attention import BatchChunkedAttention, choose_attention_kernels
 from vipkit_animatediff.blocks import list_blocks
-from vipkit_animatediff.tiny import tiny_sd_components
+from vipkit_animatediff.sd15 import SD15_SIZES, random_parts
+from vipkit_animatediff.tiny import sd_components, tiny_sd_components
 
 
 TINY_PARAMS = 1_228_388  # UNetMotionModel of the tiny preset
@@ -30,6 +36,10 @@ SMALL = {"height": 16, "width": 16, "num_frames": 4, "num_inference_steps": 2}  
 
 def tiny(**options: object) -> AnimateDiff:
     return AnimateDiff.from_options({"preset": "tiny", **SMALL, **options})
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 
@@ -173,12 +183,18 @@ def test_predict_noise_is_differentiable_in_train_mode(model: AnimateDiff, input
 
 
 def attention_kernels(model: AnimateDiff) -> Counter:
-    """How many spatial (False) and motion-module (True) attention layers run which kernel order."""
-    return Counter(
-        ("motion_modules" in name, getattr(layer.processor, "kernel", type(layer.processor).__name__))
-        for name, layer in model.pipeline().unet.named_modules()
-        if isinstance(layer, Attention)
-    )
+    """How many spatial (False) and motion-module (True) attention layers run which kernel order.
+
+    Every motion-module layer is batch-chunked; the kernel is its chunker's processor's.
+    """
+    kernels = Counter()
+    for name, layer in model.pipeline().unet.named_modules():
+        if isinstance(layer, Attention):
+            temporal = "motion_modules" in name
+            assert isinstance(layer.processor, BatchChunkedAttention) == temporal, name
+            processor = layer.processor.processor if temporal else layer.processor
+            kernels[temporal, getattr(processor, "kernel", type(processor).__name__)] += 1
+    return kernels
 
 
 def test_attention_kernel_per_kind_of_layer_overrides_the_callers_choice(model: AnimateDiff, inputs) -> None:
@@ -200,6 +216,74 @@ def test_attention_kernel_per_kind_of_layer_overrides_the_callers_choice(model: 
     assert attention_kernels(only_temporal) == {(False, "AttnProcessor2_0"): 8, (True, "math"): 14}
     with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]), pytest.raises(RuntimeError, match="No viable backend"):
         only_temporal.predict_noise(noisy, timesteps, conditioning)  # the spatial layers follow the caller again
+
+
+def temporal_attention_batches(model: AnimateDiff, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batch of every attention call the motion modules of ``model`` make from now on (fills as they run)."""
+    temporal = {id(layer) for name, layer in model.denoiser().named_modules() if "motion_modules" in name}
+    batches: list[int] = []
+    run = AttnProcessor2_0.__call__
+
+    @functools.wraps(run)  # keeps the signature diffusers filters the call's keywords by
+    def recorded(self, attn: Attention, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if id(attn) in temporal:
+            batches.append(hidden_states.shape[0])
+        return run(self, attn, hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(AttnProcessor2_0, "__call__", recorded)
+    return batches
+
+
+@pytest.mark.parametrize("kernel", ["auto", "math"])
+def test_temporal_attention_past_the_batch_limit_runs_in_chunks(
+    model: AnimateDiff, kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the limit lowered to 7 sequences, generation (2 videos x 2 for guidance x 8x8 and 4x4 latent
+    pixels: 256 and 64 sequences) splits every motion-module attention call and gives the same videos."""
+    subject = model if kernel == "auto" else tiny(temporal_attention=kernel)
+    batches = temporal_attention_batches(subject, monkeypatch)
+    whole = subject.generate(PROMPTS, [3, 4])
+    assert set(batches) == {256, 64}
+    batches.clear()
+    monkeypatch.setattr(attention, "MAX_ATTENTION_BATCH", 7)
+    chunked = subject.generate(PROMPTS, [3, 4])
+    assert set(batches) == {7, 4, 1}  # 256 = 36 x 7 + 4, 64 = 9 x 7 + 1
+    torch.testing.assert_close(chunked.latents, whole.latents, rtol=0, atol=1e-6)  # exact on CPU when measured
+    torch.testing.assert_close(chunked.videos, whole.videos, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("channels", "training_limit"), [(320, 32_768), (640, 16_384), (1280, 10_922)])
+def test_attention_batch_limits_of_the_real_motion_modules(channels: int, training_limit: int) -> None:
+    """SD-1.5's motion modules (8 heads, 16 frames): 65,535 sequences per call, and with gradients on the most
+    flash attention's backward took on an H200 (32,768 of head size 40 passed, 32,769 failed; 10,922 of 160
+    passed, 13,107 failed)."""
+    layer = Attention(query_dim=channels, heads=8, dim_head=channels // 8)
+    with torch.no_grad():
+        assert attention.max_attention_batch(layer, 16) == 65_535
+    assert attention.max_attention_batch(layer, 16) == training_limit
+
+
+def test_chunked_temporal_attention_trains_like_the_whole_batch(
+    model: AnimateDiff, inputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gradients flow through the chunks (with gradient checkpointing too) and equal the unchunked ones up to
+    the order weight gradients are summed in (3e-9 apart, of gradients up to 0.03, when measured)."""
+    results = []
+    for limit in (attention.MAX_ATTENTION_BATCH, 7):
+        monkeypatch.setattr(attention, "MAX_ATTENTION_BATCH", limit)
+        student = model.copy()
+        student.train_mode(True)
+        student.set_gradient_checkpointing(limit == 7)
+        batches = temporal_attention_batches(student, monkeypatch)
+        prediction = student.predict_noise(*inputs)
+        prediction.pow(2).mean().backward()
+        results.append((prediction.detach(), [p.grad for p in student.trainable_parameters("motion")], max(batches)))
+    (whole, whole_grads, whole_batch), (chunked, chunked_grads, chunk_batch) = results
+    assert (whole_batch, chunk_batch) == (128, 7)  # 2 videos x 8x8 latent pixels
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)  # exact when measured
+    assert all(grad is not None for grad in chunked_grads)
+    for grad, expected in zip(chunked_grads, whole_grads, strict=True):
+        torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_add_noise_and_target_follow_the_linear_schedule(model: AnimateDiff) -> None:
@@ -301,7 +385,8 @@ def test_v_prediction_schedule_gives_velocity_targets(model: AnimateDiff, tmp_pa
     torch.testing.assert_close(target, torch.full_like(latents, float(expected)), rtol=1e-5, atol=1e-6)
 
 
-def test_loads_sd15_pipeline_and_motion_adapter_from_local_dirs(model: AnimateDiff, tmp_path: Path) -> None:
+def sd15_folders(directory: Path) -> dict[str, str]:
+    """The tiny preset's pieces written as an SD-1.5 pipeline folder and a MotionAdapter folder (the hub layout)."""
     parts = tiny_sd_components(seed=0)
     StableDiffusionPipeline(
         vae=parts["vae"],
@@ -312,15 +397,51 @@ def test_loads_sd15_pipeline_and_motion_adapter_from_local_dirs(model: AnimateDi
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
-    ).save_pretrained(tmp_path / "sd15")
-    parts["motion_adapter"].save_pretrained(tmp_path / "adapter")
-    options = {"base": str(tmp_path / "sd15"), "motion_adapter": str(tmp_path / "adapter")}
+    ).save_pretrained(directory / "sd15")
+    parts["motion_adapter"].save_pretrained(directory / "adapter")
+    return {"base": str(directory / "sd15"), "motion_adapter": str(directory / "adapter")}
+
+
+def test_loads_sd15_pipeline_and_motion_adapter_from_local_dirs(model: AnimateDiff, tmp_path: Path) -> None:
+    options = sd15_folders(tmp_path)
     real_defaults = AnimateDiff.from_options(options)
     settings = real_defaults.generation_settings
     assert [settings[key] for key in SMALL] == [512, 512, 16, 25]
     assert real_defaults.num_parameters() == TINY_PARAMS
     loaded = AnimateDiff.from_options({**options, **SMALL})
     assert torch.equal(loaded.generate(PROMPTS[:1], [2]).videos, model.generate(PROMPTS[:1], [2]).videos)
+
+
+@contextmanager
+def library_warnings() -> Iterator[list[str]]:
+    """The warnings diffusers and transformers log while the block runs (their loggers do not propagate)."""
+    logged: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
+    loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield logged
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+def test_loading_saving_and_reloading_warn_about_nothing(tmp_path: Path) -> None:
+    """vipkit's own calls once made diffusers warn on every load: `torch_dtype` (FutureWarning), and a cast with
+    `to()` (AnimateDiffPipeline's, and the reloaded float32 VAE's). In bfloat16, where casts would show, none does."""
+    options = {**sd15_folders(tmp_path), **SMALL, "dtype": "bfloat16"}
+    with warnings.catch_warnings(), library_warnings() as logged:
+        warnings.simplefilter("error", FutureWarning)
+        loaded = AnimateDiff.from_options(options)
+        loaded.save(tmp_path / "model")
+        reloaded = AnimateDiff.load_saved(tmp_path / "model")
+        reloaded.copy()
+    assert logged == []
+    assert {p.dtype for part in (reloaded.denoiser(), reloaded.pipeline().vae) for p in part.parameters()} == {
+        torch.bfloat16
+    }
 
 
 def test_missing_paths_and_unreachable_hub_raise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -349,16 +470,28 @@ def test_config_is_validated() -> None:
         AnimateDiff.Config(unknown=1)
     with pytest.raises(ValidationError, match="spatial_attention"):
         AnimateDiff.Config(spatial_attention="fa3")
+    assert AnimateDiff.Config(preset="random").preset == "random"
+    with pytest.raises(ValidationError, match=r"preset\n.*'tiny' or 'random'"):
+        AnimateDiff.Config(preset="full")
 
 
-def test_real_sd15_sizes_on_the_meta_device() -> None:
-    with torch.device("meta"):
-        unet2d = UNet2DConditionModel(
-            block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, layers_per_block=2, attention_head_dim=8
-        )
-        unet = UNetMotionModel.from_unet2d(unet2d, MotionAdapter(), load_weights=False)
+def test_random_preset_is_the_real_sd15_architecture_on_the_meta_device() -> None:
+    """Published sizes: SD-1.5's UNet, VAE and CLIP ViT-L/14 text model, and the v1-5-2 motion adapter."""
+    meta = torch.device("meta")
+    sd = sd_components(SD15_SIZES, device=meta)
+    parts = random_parts(0, meta)
+    assert count(sd["unet"]) == 859_520_964
+    assert count(sd["motion_adapter"]) == 453_209_280
+    assert count(parts.text_encoder) == 123_060_480
+    assert count(parts.vae) == 83_653_863 and parts.vae.config.scaling_factor == 0.18215
+    text, tokenizer = parts.text_encoder.config, parts.tokenizer  # the byte-level tokenizer's ids, in a real-size table
+    assert (text.bos_token_id, text.eos_token_id, text.pad_token_id) == (512, 513, 513)
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (512, 513, 513)
+    assert parts.default_settings == {"height": 512, "width": 512, "num_frames": 16, "num_inference_steps": 25}
+    unet = parts.unet.module
+    assert isinstance(unet, UNetMotionModel) and unet.device == meta
     blocks = list_blocks(unet)
-    assert sum(p.numel() for p in unet.parameters()) == 1_312_730_244
+    assert count(unet) == 1_312_730_244  # = the 2D UNet + the adapter
     assert Counter(b.kind for b in blocks) == {
         "motion_module": 21,
         "temporal_transformer_block": 21,
@@ -366,4 +499,4 @@ def test_real_sd15_sizes_on_the_meta_device() -> None:
     }
     motion_sizes = Counter(b.params for b in blocks if b.kind == "motion_module")
     assert motion_sizes == {2_259_520: 5, 9_024_640: 5, 36_071_680: 11}
-    assert sum(b.params for b in blocks if b.kind == "motion_module") == 453_209_280  # = MotionAdapter()
+    assert sum(b.params for b in blocks if b.kind == "motion_module") == count(sd["motion_adapter"])

@@ -12,6 +12,7 @@ from conftest import run_vipkit
 from vipkit.bench_matrix import load_matrix
 from vipkit.errors import VipkitError
 from vipkit.interfaces import mean_scores
+from vipkit.media import eight_bit
 from vipkit.plugins import load_plugins
 from vipkit.saved_model import save_model
 
@@ -56,7 +57,7 @@ def test_bench_scores_every_model_as_a_direct_call_would_and_resumes_with_finish
     plugins = load_plugins()
     reward = matrix.reward.build(plugins)
     for row, model in zip(bench["models"], matrix.models, strict=True):
-        videos = model.build(plugins).generate(PROMPTS, [3, 4]).videos
+        videos = eight_bit(model.build(plugins).generate(PROMPTS, [3, 4]).videos)  # scored as a run scores them
         expected = mean_scores(reward.score(videos, PROMPTS))
         assert row["scores"] == pytest.approx(expected, abs=1e-6)
         assert row["objective"] == pytest.approx(sum(expected.values()) / len(expected), abs=1e-6)

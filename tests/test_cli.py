@@ -61,7 +61,16 @@ def test_dry_run_shows_plan_and_writes_nothing(tmp_path):
     result = vipkit("compress", "--recipe", str(TINY), "--out", str(tmp_path / "run"), "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "reward-drop" in result.stderr and "2 × prune blocks of kinds motion_module" in result.stderr
+    assert "float32 master copies" in result.stderr and "2 pairs per step on 8 processes" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_set_changes_the_plan_and_a_bad_one_exits_2(tmp_path):
+    result = vipkit("compress", "--recipe", str(TINY), "--dry-run", "--set", "schedule.stages=3", "--set", "train.trainable_dtype=model")
+    assert result.returncode == 0, result.stderr
+    assert "3 × prune blocks" in result.stderr and "trained in place in the model's dtype" in result.stderr
+    bad = vipkit("validate", str(TINY), "--set", "train.epochs=many")
+    assert bad.returncode == 2 and "train.epochs: Input should be a valid integer, got 'many'" in bad.stderr, bad.stderr
 
 
 def _weights_digest(directory: Path) -> dict[str, str]:
@@ -101,6 +110,15 @@ def test_tiny_run_writes_the_contract(tiny_run):
     env = json.loads((out / "environment.json").read_text())
     assert env["seed"] == 0 and env["versions"]["torch"].startswith("2.")
     assert "| teacher |" in result.stdout
+    # where the time went: every phase of every stage, the teacher's own latency, and the sum
+    for stage in results["stages"]:
+        assert {"importance scoring", "evaluation", "pair curation", "training", "saving"} <= set(stage["seconds"])
+        assert stage["distilled"]["seconds_per_video"] > 0
+    assert {"load", "teacher videos"} <= set(results["run_seconds"]) and teacher["seconds_per_video"] > 0
+    assert results["seconds"]["training"] == pytest.approx(sum(stage["seconds"]["training"] for stage in results["stages"]))
+    assert results["final"]["speedup"] == pytest.approx(teacher["seconds_per_video"] / results["stages"][-1]["distilled"]["seconds_per_video"])
+    report = (out / "report.md").read_text()
+    assert "## Where the time went (seconds)" in report and "| stage 2 |" in report and "s/video" in report
 
 
 def test_compressed_model_reloads_and_generates(tiny_run):

@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
 from vipkit.errors import VipkitError
 from vipkit.plugins import load_plugins
 from vipkit.testing import check_reward
-from vipkit_clip.reward import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ClipReward
+from vipkit_clip.reward import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ClipReward, load_clip
 from vipkit_clip.tiny import save_tiny_clip
 
 SAVED_MEAN = (0.5, 0.4, 0.3)
@@ -125,7 +125,9 @@ def test_bfloat16_weights_score_close_to_float32(clip_dirs: dict[str, Path]) -> 
     assert not torch.equal(half["clip_score"], full["clip_score"])  # the weights really were cast
 
 
-@pytest.mark.parametrize("options", [{"device": "gpu"}, {"frames": 0}, {"batch_size": 0}, {"dtype": "int8"}, {"frame": 4}])
+@pytest.mark.parametrize(
+    "options", [{"device": "gpu"}, {"frames": 0}, {"batch_size": 0}, {"dtype": "int8"}, {"frame": 4}, {"preset": "large"}]
+)
 def test_rejects_bad_options(options: dict) -> None:
     with pytest.raises(pydantic.ValidationError):
         ClipReward.Config.model_validate(options)
@@ -149,3 +151,17 @@ def test_tiny_preset_scores_like_the_saved_tiny_model(clip_dirs: dict[str, Path]
     for dim in ClipReward.dimensions:
         torch.testing.assert_close(from_preset[dim], from_disk[dim], atol=1e-6, rtol=0)
     assert from_preset["clip_score"].abs().sum() > 0
+
+
+def test_random_preset_is_openai_clip_vit_large_on_the_meta_device() -> None:
+    """openai/clip-vit-large-patch14's published sizes, built by the reward's own loading path without allocating."""
+    assert ClipReward.Config(preset="random").preset == "random"
+    clip = load_clip("unused", "meta", "bfloat16", preset="random")
+    model = clip.model
+    count = {name: sum(p.numel() for p in module.parameters()) for name, module in model.named_children()}
+    assert count["text_model"] == 123_060_480 and count["vision_model"] == 303_179_776
+    assert sum(p.numel() for p in model.parameters()) == 427_616_513  # with the projections to 768 and the logit scale
+    assert (clip.image_size, clip.max_text_length, clip.device.type, clip.dtype) == (224, 77, "meta", torch.bfloat16)
+    text = model.config.text_config  # the byte-level tokenizer's ids, in the real 49,408-token table
+    assert (text.bos_token_id, text.eos_token_id, text.vocab_size) == (512, 513, 49408)
+    assert (clip.tokenizer.bos_token_id, clip.tokenizer.eos_token_id) == (512, 513)

@@ -124,6 +124,7 @@ def test_two_process_run_takes_the_same_decisions_and_pairs_as_one(micro_referen
     assert result.returncode == 0, rank_errors(result)
     assert result.stdout.count("| teacher |") == 1  # only rank 0 prints the results
     assert "running on 2 processes" in result.stderr
+    assert "training: 2 pairs per step on 2 processes: each runs 1 micro-batch of ≤ 1 pair" in result.stderr  # both train
     for stage in (1, 2):
         name = f"stages/stage-{stage:03d}.pairs"
         one_record = json.loads((micro_reference / name / "prune.json").read_text())

@@ -8,6 +8,7 @@ import torch
 
 import vipkit
 from vipkit.engine import compress
+from vipkit.media import eight_bit
 from vipkit.plugins import load_plugins
 from vipkit.recipe import parse_recipe
 from vipkit_animatediff import AnimateDiff
@@ -49,8 +50,9 @@ class PromptLogPlugin:
 
 
 def brightness(model: AnimateDiff, seed: int) -> float:
-    """The probe's objective computed by hand: the probe prompts with seeds recipe seed + 200,000 + i."""
-    return float(model.generate(PROBE, [seed + 200_000 + i for i in range(len(PROBE))]).videos.mean())
+    """The probe's objective computed by hand: the probe prompts with seeds recipe seed + 200,000 + i, the videos
+    on the 8-bit grid a run keeps them on."""
+    return float(eight_bit(model.generate(PROBE, [seed + 200_000 + i for i in range(len(PROBE))]).videos).mean())
 
 
 def test_blocks_are_ranked_on_the_probe_prompts_and_seeds(tmp_path):

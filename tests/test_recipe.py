@@ -53,7 +53,7 @@ def test_good_recipe_resolves_defaults_and_weights():
     assert recipe.losses[0].config.beta == 100
     assert recipe.losses[0].config.beta_convention == "salesforce"  # default filled in
     assert recipe.train.epochs == 2 and recipe.schedule.block_kinds == ["motion_module"]
-    assert recipe.dump()["pruner"] == {"name": "block", "blocks_per_stage": 2, "param_fraction": None}
+    assert recipe.dump()["pruner"] == {"name": "block", "blocks_per_stage": 2, "param_fraction": None, "target_fraction": None, "target_kind": None}
     assert parse_recipe(GOOD).fingerprint() == recipe.fingerprint()
     assert parse_recipe(GOOD.replace("beta = 100", "beta = 101")).fingerprint() != recipe.fingerprint()
 
@@ -112,3 +112,30 @@ def test_objective_weights_must_name_reward_dimensions():
 def test_loss_weight_must_be_positive():
     errors = errors_of(GOOD.replace("weight = 0.5", "weight = 0"))
     assert errors == ["losses[1].weight: must be a number > 0"]
+
+
+def test_set_overrides_change_values_create_tables_and_index_losses():
+    recipe = parse_recipe(GOOD, overrides=["model.dtype=bfloat16", "train.learning_rate=3e-4", "losses[1].weight=2", "losses.0.beta=7",
+                                           "prompts.eval=[\"x\", \"y\"]", "model.preset_seed = 4"])
+    assert recipe.model.config.dtype == "bfloat16" and recipe.model.config.preset_seed == 4  # text and TOML values
+    assert recipe.train.learning_rate == 3e-4 and recipe.prompts_eval == ["x", "y"]  # [train] was absent: created
+    assert [(loss.name, loss.weight) for loss in recipe.losses] == [("redpo", 1.0), ("kd", 2.0)] and recipe.losses[0].config.beta == 7
+    assert recipe.fingerprint() != parse_recipe(GOOD).fingerprint()
+
+
+def test_bad_set_overrides_are_listed_together():
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(GOOD, overrides=["train.epochs", "losses[5].beta=1", "seed.x=1"])
+    assert info.value.errors == [
+        "--set 'train.epochs': write KEY=VALUE, e.g. train.learning_rate=1e-5 or model.preset=random",
+        "--set 'losses[5].beta=1': losses.5: the recipe has 2 such tables; name one by its index, 0 to 1",
+        "--set 'seed.x=1': seed is a value, not a table",
+    ]
+    errors = errors_of_overrides(["train.epochs=-1", "model.nosuch=1"])  # the values themselves are validated like the file's
+    assert "train.epochs: Input should be greater than or equal to 0, got -1" in errors and any(e.startswith("model.nosuch: unknown option") for e in errors)
+
+
+def errors_of_overrides(overrides: list[str]) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(GOOD, overrides=overrides)
+    return info.value.errors

@@ -209,6 +209,44 @@ def test_pruner_removes_what_it_can_when_the_ranking_runs_out(tiny: vipkit.Video
     assert BlockPruner.from_options({"param_fraction": 0.9}).apply(model, ranked([inner])) == [inner.name]
 
 
+def motion_plan(model: vipkit.VideoModel, stages: int, kinds: tuple[str, ...] = ("motion_module",)) -> vipkit.Plan:
+    return vipkit.Plan(model, None, stages, kinds, tuple(b for b in model.blocks() if b.kind in kinds))
+
+
+def test_pruner_reaches_a_target_fraction_of_one_kind_in_equal_shares_per_stage(tiny: vipkit.VideoModel) -> None:
+    """The paper states its AnimateDiff budget as "−67.5 % of the motion-module parameters": a target over the schedule."""
+    model = tiny.copy()
+    motion = [block for block in model.blocks() if block.kind == "motion_module"]  # 435,424 parameters in 7 modules
+    spatial = next(block for block in model.blocks() if block.kind == "spatial_transformer_block")
+    pruner = BlockPruner.from_options({"target_fraction": 0.5, "target_kind": "motion_module"})
+    plan = motion_plan(tiny, stages=2)
+    assert pruner.check_plan(plan) == []
+    with pytest.raises(VipkitError, match="needs begin_stage"):
+        pruner.apply(model, ranked(motion))
+    pruner.begin_stage(plan, 1)  # goal 0.5 × 435,424 × 1/2 = 108,856: 23,200 + 91,456 reach it; a spatial block does not count
+    assert pruner.apply(model, ranked([motion[0], spatial, *motion[1:]])) == [motion[0].name, spatial.name, motion[1].name]
+    pruner.begin_stage(plan, 2)  # goal 217,712 of the teacher's motion parameters: 114,656 gone, two more 91,456 modules
+    assert pruner.apply(model, ranked(motion)) == [motion[2].name, motion[3].name]
+    left = sum(b.params for b in model.blocks() if b.kind == "motion_module")
+    assert left == 435_424 - 297_568 and 1 - left / 435_424 >= 0.5
+    pruner.begin_stage(plan, 2)  # the stage's goal already met (a resumed schedule): nothing more goes
+    assert pruner.apply(model, ranked(model.blocks())) == []
+
+
+def test_pruner_target_fraction_is_checked_against_the_plan(tiny: vipkit.VideoModel) -> None:
+    whole = BlockPruner.from_options({"target_fraction": 0.4})  # of all 1,228,388 parameters; motion modules hold 35.4 %
+    assert "target_fraction: 0.4 of the 1,228,388 parameters is more than the prunable blocks hold (35.4%)" in whole.check_plan(motion_plan(tiny, 3))[0]
+    assert whole.check_plan(motion_plan(tiny, 3, ("motion_module", "spatial_transformer_block"))) == []
+    other = BlockPruner.from_options({"target_fraction": 0.5, "target_kind": "spatial_transformer_block"})
+    assert other.check_plan(motion_plan(tiny, 3)) == [
+        "target_kind: 'spatial_transformer_block' is not among the pruned block kinds (schedule.block_kinds: motion_module)"
+    ]
+    with pytest.raises(pydantic.ValidationError, match="target_kind only counts for target_fraction"):
+        BlockPruner.Config.model_validate({"target_kind": "motion_module"})
+    with pytest.raises(pydantic.ValidationError, match="exactly one of"):
+        BlockPruner.Config.model_validate({"target_fraction": 0.5, "param_fraction": 0.1})
+
+
 def test_reward_drop_scores_every_candidate_and_restores_the_model(tiny: vipkit.VideoModel, evaluate: Evaluate) -> None:
     model = tiny.copy()
     objective = vipkit.Objective(weights={})

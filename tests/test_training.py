@@ -13,7 +13,7 @@ from vipkit.plugins import load_plugins
 from vipkit.recipe import TrainSection
 from vipkit.saved_model import load_saved_model, save_model
 from vipkit.testing import tiny_model
-from vipkit.training import WeightedLoss, derive_seed, lr_factor, micro_batches, train_on_pairs
+from vipkit.training import WeightedLoss, derive_seed, describe_split, lr_factor, micro_batches, train_on_pairs
 
 PRUNED_BLOCK = "up_blocks.0.motion_modules.1"
 
@@ -62,16 +62,32 @@ def test_lr_factor_warms_up_then_follows_the_schedule():
     assert [round(cosine(s), 12) for s in range(5)] == [1.0, round(0.5 * (1 + math.cos(math.pi / 4)), 12), 0.5, round(0.5 * (1 + math.cos(3 * math.pi / 4)), 12), 0.0]
 
 
-def test_micro_batches_split_a_step_over_micro_batches_and_ranks_with_global_mean_weights():
+def test_micro_batches_deal_a_step_over_ranks_first_then_into_micro_batches_with_global_mean_weights():
     step = torch.tensor([4, 0, 2])
     plan = lambda accumulation, rank, world: [(m.tolist(), w) for m, w in micro_batches(step, accumulation, rank, world)]  # noqa: E731
     assert plan(1, 0, 1) == [([4, 0, 2], 1.0)]
     assert plan(2, 0, 1) == [([4, 0], 2 / 3), ([2], 1 / 3)]
-    assert plan(2, 0, 2) == [([4], 2 / 3), ([2], 2 / 3)]
-    assert plan(2, 1, 2) == [([0], 2 / 3), ([2], 0.0)]  # no pair of its own in the last micro-batch: a stand-in, weight 0
-    assert plan(3, 1, 2) == [([4], 0.0), ([0], 0.0), ([2], 0.0)]
-    # over ranks (DDP divides by world) the weights of each pair add up to 1 / len(step)
-    assert sum(w / 2 * len(m) for r in (0, 1) for m, w in plan(2, r, 2)) == pytest.approx(1.0)
+    assert plan(2, 0, 2) == [([4], 2 / 3), ([2], 2 / 3)]  # rank 0 holds pairs 4 and 2, one per micro-batch
+    assert plan(2, 1, 2) == [([0], 2 / 3), ([4], 0.0)]  # rank 1 holds pair 0; its second forward is a weight-0 stand-in
+    assert plan(3, 1, 2) == [([0], 2 / 3), ([4], 0.0)]  # never more micro-batches than the largest share has pairs
+    assert plan(1, 1, 2) == [([0], 2 / 3)]  # one micro-batch: rank 0 trains 2 pairs in it, rank 1 one
+    # a micro-batch weighs its mean loss; over ranks (DDP divides by world) the weights add up to 1: the global mean
+    for accumulation in (1, 2, 3):
+        assert sum(w / 2 for r in (0, 1) for _, w in plan(accumulation, r, 2)) == pytest.approx(1.0)
+    # the issue's case: 4 pairs in 4 micro-batches on 2 ranks = 2 real pairs per rank, no stand-in at all
+    four = [micro_batches(torch.arange(4), 4, rank, 2) for rank in (0, 1)]
+    assert [[(m.tolist(), w) for m, w in rank] for rank in four] == [[([0], 0.5), ([2], 0.5)], [([1], 0.5), ([3], 0.5)]]
+
+
+def test_the_split_of_a_step_is_described_with_idle_processes_named():
+    assert describe_split(4, 4, 1) == "4 pairs per step on 1 process: 4 micro-batches of ≤ 1 pair"
+    assert describe_split(4, 4, 2) == "4 pairs per step on 2 processes: each runs 2 micro-batches of ≤ 1 pair"
+    assert describe_split(16, 4, 2) == "16 pairs per step on 2 processes: each runs 2 micro-batches of ≤ 4 pairs"
+    assert describe_split(4, 4, 8) == (
+        "4 pairs per step on 8 processes: each runs 1 micro-batch of ≤ 1 pair; 4 of 8 forwards are weight-0 stand-ins "
+        "(4 processes without any pair): a batch_size that is a multiple of 8 keeps every process busy"
+    )
+    assert "1 of 4 forwards are weight-0 stand-ins:" in describe_split(3, 2, 2)
 
 
 def test_derive_seed_is_stable_and_separates_its_parts():
@@ -192,3 +208,48 @@ def test_compile_trains_the_same_update_through_compiled_student_and_teacher(tea
     assert student._runner is student.denoiser() and teacher._runner is teacher.denoiser()
     for key, value in weights(compiled).items():
         torch.testing.assert_close(value, reference[key], rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.fixture(scope="module")
+def bf16_teacher() -> vipkit.VideoModel:
+    return tiny_model(height=16, width=16, num_frames=4, num_inference_steps=2, dtype="bfloat16")
+
+
+def trained_master_weights(teacher, pairs, **settings) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], vipkit.VideoModel]:
+    """The motion weights before training and as the optimizer left them at the last step (read while training)."""
+    student = teacher.copy()
+    names = {id(p): n for n, p in student.denoiser().named_parameters()}
+    start = {n: p.detach().float().clone() for n, p in student.denoiser().named_parameters() if "motion_modules" in n}
+    last: dict[str, torch.Tensor] = {}
+    train(teacher, pairs, student, lambda m: last.update({names[id(p)]: p.detach().clone() for p in student.trainable_parameters("motion")}), **settings)
+    return start, last, student
+
+
+def test_a_bf16_model_trains_float32_master_weights_with_the_update_of_a_float32_run(teacher, bf16_teacher, pairs):
+    """One SGD step of the bf16 model (bf16 autocast, float32 master weights) ≈ the same step of a float32 model
+    with the same (bf16-rounded) weights: only the forward's rounding differs."""
+    fp32 = teacher.copy()
+    fp32.denoiser().load_state_dict({k: v.float() for k, v in bf16_teacher.denoiser().state_dict().items()})
+    updates = []
+    for model in (bf16_teacher, fp32):
+        start, last, student = trained_master_weights(model, pairs, optimizer="sgd", epochs=1, learning_rate=1e-2, max_grad_norm=None)
+        assert {v.dtype for v in last.values()} == {torch.float32}  # master weights while training, whatever the model's dtype
+        assert {v.dtype for v in student.denoiser().state_dict().values()} == {model.denoiser().dtype}  # the model's dtype again
+        updates.append(torch.cat([(last[n] - start[n]).flatten() for n in start]))
+    low, full = updates
+    assert full.norm() > 1.0  # a real update
+    assert (low - full).norm() / full.norm() < 0.1  # measured 0.036 (bf16 autocast on the CPU)
+    assert torch.nn.functional.cosine_similarity(low, full, dim=0) > 0.995  # measured 0.9994
+
+
+def test_small_updates_to_a_bf16_model_are_not_rounded_away(bf16_teacher, pairs):
+    """AdamW at lr 1e-5 moves every trained tensor of the float32 master weights, also those whose bf16 value
+    cannot change by 1e-5 (norm weights at 1.0: bf16 steps by 2^-7 there); the model gets them back rounded."""
+    start, last, student = trained_master_weights(bf16_teacher, pairs, epochs=3, batch_size=2, learning_rate=1e-5)
+    assert all(not torch.equal(last[n], start[n]) for n in start), [n for n in start if torch.equal(last[n], start[n])]
+    final = dict(student.denoiser().named_parameters())
+    assert all(torch.equal(final[n], last[n].to(torch.bfloat16)) for n in start)  # saved in the model's dtype
+    # the named opt-out trains the bf16 weights in place: most of these updates are rounded away
+    start, last, _ = trained_master_weights(bf16_teacher, pairs, epochs=3, batch_size=2, learning_rate=1e-5, trainable_dtype="model")
+    assert {v.dtype for v in last.values()} == {torch.bfloat16}
+    assert sum(torch.equal(last[n].float(), start[n]) for n in start) > 10

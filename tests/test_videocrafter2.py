@@ -15,7 +15,12 @@ from vipkit.errors import VipkitError
 from vipkit.plugins import load_plugins
 from vipkit.saved_model import save_model
 from vipkit_videocrafter2 import VideoCrafter2
+from vipkit_videocrafter2.checkpoint import UNET_PREFIX
+from vipkit_videocrafter2.loading import RANDOM_SIZES, REAL_SETTINGS, preset_parts
 from vipkit_videocrafter2.schedule import Schedule, ddim_sample, ddim_timesteps
+from vipkit_videocrafter2.text_encoder import OPEN_CLIP_PREFIX
+from vipkit_videocrafter2.tiny import official_checkpoint
+from vipkit_videocrafter2.vae import LDM_VAE_PREFIX
 
 TINY_PARAMS = 803_268  # the tiny UNet (golden A's structure)
 PAIR = "input_blocks.1+output_blocks.2"
@@ -228,6 +233,9 @@ def test_config_and_sources_are_validated(tmp_path: Path) -> None:
         VideoCrafter2.Config(height=300)
     with pytest.raises(ValidationError):
         VideoCrafter2.Config(unknown=1)
+    assert VideoCrafter2.Config(preset="random").preset == "random"
+    with pytest.raises(ValidationError, match=r"preset\n.*'tiny' or 'random'"):
+        VideoCrafter2.Config(preset="full")
     with pytest.raises(VipkitError, match="model.base is not set"):
         VideoCrafter2.from_options({})
     (tmp_path / "model.ckpt").write_bytes(b"")
@@ -242,3 +250,23 @@ def test_bfloat16_model_generates_and_predicts(inputs) -> None:
     assert generation.videos.dtype == torch.float32 and torch.isfinite(generation.videos).all()
     prediction = half.predict_noise(*inputs)
     assert prediction.dtype == torch.float32 and prediction.shape == inputs[0].shape  # answered in the latents' dtype
+
+
+def test_random_preset_is_the_released_architecture_on_the_meta_device() -> None:
+    """The random checkpoint has the official model.ckpt's sizes and converts like it, without allocating anything."""
+    meta = torch.device("meta")
+    state = official_checkpoint(RANDOM_SIZES, device=meta)
+    parts_of_state = (UNET_PREFIX, OPEN_CLIP_PREFIX, LDM_VAE_PREFIX)
+    assert {prefix: sum(v.numel() for k, v in state.items() if k.startswith(prefix)) for prefix in parts_of_state} == {
+        UNET_PREFIX: 1_413_284_420,  # the official inference_t2v_512_v2.0 UNet's manifest
+        OPEN_CLIP_PREFIX: 354_032_641,  # OpenCLIP ViT-H-14's text tower (354.03 M), logit scale included
+        LDM_VAE_PREFIX: 83_653_863,  # the SD VAE
+    }
+    parts = preset_parts(RANDOM_SIZES, REAL_SETTINGS, 0, meta)
+    assert sum(p.numel() for p in parts.unet.module.parameters()) == 1_413_284_420
+    text = parts.text_encoder.config  # read out at the penultimate of 24 blocks: the last and the projection are dropped
+    assert (text.num_hidden_layers, text.num_attention_heads, text.hidden_size, text.vocab_size) == (23, 16, 1024, 49408)
+    assert sum(p.numel() for p in parts.text_encoder.parameters()) == 354_032_641 - 12_596_224 - 1024 * 1024 - 1  # less a block
+    assert sum(p.numel() for p in parts.vae.parameters()) == 83_653_863 and parts.vae.config.scaling_factor == 0.18215
+    assert parts.default_settings == {"height": 320, "width": 512, "num_frames": 16, "num_inference_steps": 50}
+    assert {t.device for t in [*parts.unet.module.parameters(), *parts.text_encoder.parameters(), *parts.vae.parameters()]} == {meta}

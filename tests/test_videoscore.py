@@ -14,9 +14,8 @@ from transformers import Idefics2ImageProcessorPil, Idefics2Processor
 from vipkit.errors import VipkitError
 from vipkit.plugins import load_plugins
 from vipkit.testing import check_reward
-from vipkit_videoscore.inputs import expand_image_tokens, pixel_values, query_text, sample_frame_indices
-from vipkit_videoscore.model import VideoScoreModel, idefics2_8b_config
-from vipkit_videoscore.reward import DIMENSIONS, VideoScoreReward
+from vipkit_videoscore.inputs import ImageSettings, expand_image_tokens, pixel_values, query_text, sample_frame_indices
+from vipkit_videoscore.reward import DIMENSIONS, VideoScoreReward, load_videoscore
 from vipkit_videoscore.tiny import TINY_IMAGE_SETTINGS, save_tiny_videoscore, tiny_tokenizer, tiny_videoscore
 
 PROMPTS = ["a cat", "a red square moving left on a blue background", "fireworks over a harbour at night, slow motion"]
@@ -91,9 +90,13 @@ def test_state_dict_follows_the_official_checkpoint_layout(saved_dir: Path) -> N
         assert set(file.keys()) == official_keys(2, 1, 2)
 
 
-def test_full_size_architecture_is_idefics2_8b() -> None:
-    with torch.device("meta"):
-        model = VideoScoreModel(idefics2_8b_config())
+def test_random_preset_is_the_full_size_idefics2_8b_architecture() -> None:
+    """Built by the reward's own loading path on the meta device: VideoScore's real sizes, nothing allocated."""
+    assert VideoScoreReward.Config(preset="random").preset == "random"
+    loaded = load_videoscore("unused", "meta", "bfloat16", preset="random")
+    model = loaded.model
+    assert {p.device.type for p in model.parameters()} == {"meta"} and {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert loaded.image_settings == ImageSettings(shortest_edge=378, longest_edge=980)
     assert set(model.state_dict()) == official_keys(vision_layers=27, perceiver_layers=3, text_layers=32)
     assert model.score.weight.shape == (5, 4096)
     assert model.model.text_model.embed_tokens.weight.shape == (32003, 4096)
@@ -101,6 +104,14 @@ def test_full_size_architecture_is_idefics2_8b() -> None:
     assert sum(p.numel() for p in model.model.text_model.parameters()) == 7_241_732_096 - 32000 * 4096 + 3 * 4096
     total = sum(p.numel() for p in model.parameters())
     assert 8.4e9 < total + 32003 * 4096 < 8.41e9  # Idefics2-8B ("8.4B", counted with its lm_head)
+    assert total == 8_271_704_309  # as measured on the H200 (benchmarks/RESULTS.md)
+    # the word-level tokenizer gives the model's image token, 64 per frame, and Idefics2's other special ids
+    tokenizer = loaded.tokenizer
+    assert len(tokenizer) == model.config.text_config.vocab_size == 32003
+    assert tokenizer.convert_tokens_to_ids(["<fake_token_around_image>", "<image>", "<end_of_utterance>"]) == [32000, 32001, 32002]
+    ids = tokenizer(expand_image_tokens(query_text("a cat on a skateboard", 3), loaded.image_seq_len))["input_ids"]
+    assert ids.count(model.config.image_token_id) == 3 * 64 and ids[0] == tokenizer.bos_token_id == 1
+    assert ids.count(tokenizer.unk_token_id) == 3  # "cat", "on" and "skateboard" are not words of the query
 
 
 def test_inputs_equal_the_transformers_idefics2_processor_and_the_score_reads_the_last_token(tiny_reward: VideoScoreReward) -> None:
@@ -206,7 +217,10 @@ def test_an_unreachable_hub_id_says_how_to_download() -> None:
         reward.score(random_videos(1), PROMPTS[:1])
 
 
-@pytest.mark.parametrize("options", [{"frames": 0}, {"frames": 49}, {"scale": "percent"}, {"dtype": "int8"}, {"device": "gpu"}, {"batch": 2}])
+@pytest.mark.parametrize(
+    "options",
+    [{"frames": 0}, {"frames": 49}, {"scale": "percent"}, {"dtype": "int8"}, {"device": "gpu"}, {"batch": 2}, {"preset": "8b"}],
+)
 def test_rejects_bad_options(options: dict) -> None:
     with pytest.raises(pydantic.ValidationError):
         VideoScoreReward.Config.model_validate(options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +31,9 @@ def _fail(message: str, code: int = USER_ERROR) -> typer.Exit:
 
 
 def _plan_table(recipe) -> Table:  # noqa: ANN001 (Recipe, imported lazily)
+    from vipkit.distributed import launched_world_size
+    from vipkit.training import describe_split
+
     table = Table(title=f"plan for {recipe.source}", show_header=False)
     train = recipe.train
     n_train = len(recipe.prompts_train) * recipe.videos_per_prompt
@@ -47,16 +51,37 @@ def _plan_table(recipe) -> Table:  # noqa: ANN001 (Recipe, imported lazily)
         f"≤ {train.epochs * -(-n_train // train.batch_size)} steps ({train.epochs} epochs × batch {train.batch_size}), "
         f"lr {train.learning_rate} {train.optimizer} {train.lr_schedule}, scope {train.trainable!r}"
         + (f" (LoRA rank {train.lora.rank})" if train.lora else "")
-        + (f", {train.gradient_accumulation_steps} micro-batches" if train.gradient_accumulation_steps > 1 else "")
-        + (", bf16" if train.mixed_precision == "bf16" else "")
+        + (", bf16 autocast" if train.mixed_precision == "bf16" else "")
         + f"; checkpoint {'every ' + str(train.checkpoint_every) + ' steps' if train.checkpoint_every else 'at the end'}",
+    )
+    table.add_row(
+        "trained weights",
+        "float32 master copies (a bf16/fp16 model computes under autocast in its dtype and gets them back rounded "
+        "when a stage ends)"
+        if train.trainable_dtype == "float32"
+        else "trained in place in the model's dtype (train.trainable_dtype = \"model\"): updates below its resolution "
+        "are rounded away",
+    )
+    world = launched_world_size()
+    table.add_row(
+        "training batches",
+        "\n".join(describe_split(train.batch_size, train.gradient_accumulation_steps, n) for n in sorted({world, 2, 8} if world == 1 else {world})),
     )
     table.add_row("objective", json.dumps(recipe.objective.weights) if recipe.objective.weights else "mean of all reward dimensions")
     return table
 
 
+SET_HELP = (
+    "KEY=VALUE: change one recipe value for this command, e.g. --set model.preset=random --set train.epochs=1 "
+    "(VALUE is read as TOML, else as text; repeat --set for several)"
+)
+
+
 @app.command()
-def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe files to check")]) -> None:
+def validate(
+    recipes: Annotated[list[Path], typer.Argument(help="recipe files to check")],
+    overrides: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+) -> None:
     """Check recipes without loading any model; every problem is listed with its key."""
     from vipkit.errors import VipkitError
     from vipkit.recipe import load_recipe
@@ -64,7 +89,7 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="recipe files to
     failed = 0
     for path in recipes:
         try:
-            load_recipe(path)
+            load_recipe(path, overrides=overrides or ())
             console.print(f"[green]ok[/] {path}")
         except VipkitError as exc:
             failed += 1
@@ -78,13 +103,15 @@ def compress(
     recipe: Annotated[Path, typer.Option("--recipe", "-r", help="the recipe (TOML)")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<recipe name>)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="build the components, check the plan against them, show it and stop")] = False,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
-    """Run a recipe: prune, curate pairs, distil, per stage. Re-run on the same --out to resume."""
+    """Run a recipe: prune, curate pairs, distil, per stage. Re-run on the same --out (and --set) to resume."""
     from vipkit.errors import VipkitError
     from vipkit.recipe import load_recipe
 
+    overrides = overrides or []
     try:
-        resolved = load_recipe(recipe)
+        resolved = load_recipe(recipe, overrides=overrides)
     except VipkitError as exc:
         raise _fail(str(exc)) from None
     out = out or Path("runs") / recipe.stem
@@ -118,7 +145,8 @@ def compress(
     try:
         with progress.display() if main else nullcontext() as bars:
             log = (lambda line: bars.console.print(line, highlight=False, soft_wrap=True)) if main else (lambda line: None)
-            results = run_compress(resolved, recipe.read_text(encoding="utf-8"), out, log=log)
+            given = "".join(f"# applied on the command line: --set {item}\n" for item in overrides) + recipe.read_text(encoding="utf-8")
+            results = run_compress(resolved, given, out, log=log)
     except VipkitError as exc:
         raise _fail(str(exc)) from None
     distributed.finish()
@@ -182,6 +210,8 @@ class _KnownLibraryNoise(logging.Filter):
 
 def main() -> None:
     logging.getLogger("transformers.utils.import_utils").addFilter(_KnownLibraryNoise())
+    # diffusers passes huggingface_hub a retired argument on every hub load: nothing a user can change
+    warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning)
     try:
         app()
     except KeyboardInterrupt:

@@ -12,7 +12,6 @@ only the main process writes files, the others wait at barriers.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +30,7 @@ from vipkit.interfaces import (
     ImportanceScorer,
     Objective,
     PairCurator,
+    Plan,
     Pruner,
     RewardModel,
     Scores,
@@ -48,7 +48,8 @@ from vipkit.reward_checks import checked
 from vipkit.rundir import RunDirectory
 from vipkit.saved_model import load_saved_model, save_model
 from vipkit.score_cache import cache_summary, with_score_cache
-from vipkit.training import WeightedLoss, train_on_pairs
+from vipkit.timing import PhaseTimes, add_phases, max_phases, seconds_per_video
+from vipkit.training import WeightedLoss, describe_split, train_on_pairs
 from vipkit.weights import file_sha256
 
 Log = Callable[[str], None]
@@ -57,7 +58,7 @@ SAMPLE_VIDEOS = 4  # evaluation videos shown side by side in each GIF
 
 @dataclass
 class Parts:
-    """The recipe's components, built."""
+    """The recipe's components, built, and the plan they were checked against."""
 
     teacher: VideoModel
     reward: RewardModel
@@ -65,6 +66,7 @@ class Parts:
     pruner: Pruner
     curator: PairCurator
     losses: list[WeightedLoss]
+    plan: Plan | None = None  # set by ``prepare`` once the recipe checks out against the parts
 
     @classmethod
     def build(cls, recipe: Recipe, plugins: Plugins) -> Parts:
@@ -81,11 +83,12 @@ class Parts:
 class Compression:
     """One run of a recipe into a run directory."""
 
-    def __init__(self, recipe: Recipe, run: RunDirectory, parts: Parts, log: Log) -> None:
+    def __init__(self, recipe: Recipe, run: RunDirectory, parts: Parts, log: Log, times: PhaseTimes) -> None:
         self.recipe = recipe
         self.run = run
         self.parts = parts
         self.log = log
+        self.times = times  # the run's own phases (load, the teacher's videos, the final save); stages keep theirs
         self.objective = Objective(dict(recipe.objective.weights))
         self.eval_prompts = recipe.prompts_eval
         self.eval_seeds = [recipe.seed + i for i in range(len(self.eval_prompts))]
@@ -96,17 +99,38 @@ class Compression:
         self.train_seeds = [recipe.seed + 100_000 + i for i in range(len(self.train_prompts))]
         self.teacher_cache = GenerationCache(run.teacher_cache, recipe.model.dump())
         self._teacher_eval: tuple[Generation, Scores] | None = None
+        self._weights = "teacher"  # whose weights the student has: the teacher's until a stage trains it
+        self._latest_eval: tuple[tuple[str, frozenset[str]], Generation] | None = None
 
     # -- evaluation ---------------------------------------------------------------------------
+    def _state(self, model: VideoModel) -> tuple[str, frozenset[str]]:
+        """What a model's videos depend on besides prompt and seed: its weights and its removed blocks."""
+        return self._weights, frozenset(model.removed_blocks)
+
+    def eval_videos(self, model: VideoModel) -> Generation:
+        """The evaluation videos of ``model``; the run's latest ones when the model has not changed since (the
+        teacher's at the start of stage 1, the distilled student's at the start of the next stage)."""
+        if self._latest_eval is not None and self._latest_eval[0] == self._state(model):
+            return self._latest_eval[1]
+        videos = sharded.generate(model, self.eval_prompts, self.eval_seeds)
+        self._latest_eval = (self._state(model), videos)
+        return videos
+
     def teacher_eval(self) -> tuple[Generation, Scores]:
         if self._teacher_eval is None:
-            videos = self.teacher_cache.generate(self.parts.teacher, self.eval_prompts, self.eval_seeds)
-            self._teacher_eval = (videos, sharded.score(self.parts.reward, videos.videos, self.eval_prompts))
+            with self.times.phase("teacher videos"):
+                videos = self.teacher_cache.generate(self.parts.teacher, self.eval_prompts, self.eval_seeds)
+            self._latest_eval = (("teacher", frozenset()), videos)
+            with self.times.phase("evaluation"):
+                self._teacher_eval = (videos, sharded.score(self.parts.reward, videos.videos, self.eval_prompts))
         return self._teacher_eval
 
     def probe(self, model: VideoModel) -> Scores:
         """The scorer's ``Evaluate``: generate the probe prompts (or the evaluation ones) and score them, split over the ranks."""
-        videos = sharded.generate(model, self.probe_prompts, self.probe_seeds)
+        if self.probe_prompts is self.eval_prompts:
+            videos = self.eval_videos(model)
+        else:
+            videos = sharded.generate(model, self.probe_prompts, self.probe_seeds)
         return sharded.score(self.parts.reward, videos.videos, self.probe_prompts)
 
     def save_gif(self, videos: Any, name: str) -> None:
@@ -115,9 +139,7 @@ class Compression:
 
     def summary(self, model: VideoModel, label: str, sample_name: str) -> dict[str, Any]:
         """Scores, objective, size and latency of ``model`` on the evaluation prompts, plus a sample GIF."""
-        start = time.perf_counter()
-        videos = sharded.generate(model, self.eval_prompts, self.eval_seeds)
-        seconds = (time.perf_counter() - start) / len(self.eval_prompts)
+        videos = self.eval_videos(model)
         scores = sharded.score(self.parts.reward, videos.videos, self.eval_prompts)
         self.save_gif(videos.videos, sample_name)
         means = mean_scores(scores)
@@ -126,7 +148,7 @@ class Compression:
             "parameters": model.num_parameters(),
             "scores": means,
             "objective": self.objective(scores),
-            "seconds_per_video": seconds,
+            "seconds_per_video": seconds_per_video(model, self.eval_prompts[0], self.eval_seeds[0]),
             "denoiser_flops": denoiser_flops(model, videos.latents[:1]),
         }
 
@@ -140,26 +162,30 @@ class Compression:
                 f"stage {stage}: no block of the kinds {sorted(kinds)} is left to prune (schedule.block_kinds); "
                 f"the model has: {sorted({b.kind for b in student.blocks()}) or 'no prunable blocks'}"
             )
-        started = time.perf_counter()
-        self.log(f"stage {stage}: ranking {len(candidates)} candidate blocks with {self.parts.scorer.name}")
-        ranking = self.parts.scorer.rank(student, candidates, self.probe, self.objective)
-        params_before = student.num_parameters()
-        removed = self.parts.pruner.apply(student, ranking)
+        times = PhaseTimes()
+        with times.phase("importance scoring"):
+            self.log(f"stage {stage}: ranking {len(candidates)} candidate blocks with {self.parts.scorer.name}")
+            ranking = self.parts.scorer.rank(student, candidates, self.probe, self.objective)
+            params_before = student.num_parameters()
+            self.parts.pruner.begin_stage(self.parts.plan, stage)
+            removed = self.parts.pruner.apply(student, ranking)
         self.log(f"stage {stage}: removed {len(removed)} blocks, {params_before:,} → {student.num_parameters():,} parameters")
-        pruned = self.summary(student, f"stage {stage} pruned", f"stage-{stage:03d}-pruned")
-
-        teacher_train = self.teacher_cache.generate(self.parts.teacher, self.train_prompts, self.train_seeds)
-        student_train = sharded.generate(student, self.train_prompts, self.train_seeds)
-        candidates_videos = CandidateVideos(
-            prompts=self.train_prompts,
-            seeds=self.train_seeds,
-            teacher=teacher_train,
-            student=student_train,
-            teacher_scores=sharded.score(self.parts.reward, teacher_train.videos, self.train_prompts),
-            student_scores=sharded.score(self.parts.reward, student_train.videos, self.train_prompts),
-        )
-        fault_point("curate")
-        pairs = self.parts.curator.build(candidates_videos)
+        with times.phase("evaluation"):
+            pruned = self.summary(student, f"stage {stage} pruned", f"stage-{stage:03d}-pruned")
+        with times.phase("teacher videos"):
+            teacher_train = self.teacher_cache.generate(self.parts.teacher, self.train_prompts, self.train_seeds)
+        with times.phase("pair curation"):
+            student_train = sharded.generate(student, self.train_prompts, self.train_seeds)
+            candidates_videos = CandidateVideos(
+                prompts=self.train_prompts,
+                seeds=self.train_seeds,
+                teacher=teacher_train,
+                student=student_train,
+                teacher_scores=sharded.score(self.parts.reward, teacher_train.videos, self.train_prompts),
+                student_scores=sharded.score(self.parts.reward, student_train.videos, self.train_prompts),
+            )
+            fault_point("curate")
+            pairs = self.parts.curator.build(candidates_videos)
         self.log(f"stage {stage}: degraded {pairs.target_dimensions or 'nothing'}; {len(pairs)} preference pairs")
         record = {
             "stage": stage,
@@ -172,49 +198,51 @@ class Compression:
             "pruned": pruned,
             "degraded_dimensions": pairs.target_dimensions,
             "pairs": len(pairs),
-            "prune_and_curate_seconds": time.perf_counter() - started,
         }
         if distributed.is_main():
-            with staged_directory(self.run.pairs_dir(stage)) as staging:
+            with times.phase("saving"), staged_directory(self.run.pairs_dir(stage)) as staging:
                 save_pairs(pairs, staging)
-                write_json(staging / "prune.json", record)
+                write_json(staging / "prune.json", record | _phases(times))
         distributed.barrier()  # the other ranks read the pairs back from disk
-        return record
+        return record | _phases(times)
 
     def distil(self, student: VideoModel, stage: int, record: dict[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter()
+        times = PhaseTimes()
         pairs_dir = self.run.pairs_dir(stage)
         pairs = load_pairs(pairs_dir)
         if len(pairs) == 0 or self.recipe.train.epochs == 0:
             self.log(f"stage {stage}: no training ({'no pairs' if len(pairs) == 0 else 'epochs = 0'})")
             record["train"] = {"steps": 0, "first_loss": None, "last_loss": None}
         else:
-            record["train"] = train_on_pairs(
-                student,
-                self.parts.teacher,
-                pairs,
-                self.parts.losses,
-                self.recipe.train,
-                seed=self.recipe.seed * 1_000 + stage,
-                log=lambda metrics: self.run.log_metrics({"stage": stage, **metrics}),
-                stage=stage,
-                checkpoints=CheckpointStore(self.run.checkpoints, self.recipe.train.keep_checkpoints),
-                pairs_hash=file_sha256(pairs_dir / "pairs.safetensors")[:32] + file_sha256(pairs_dir / "pairs.json")[:32],
-            )
+            with times.phase("training"):
+                record["train"] = train_on_pairs(
+                    student,
+                    self.parts.teacher,
+                    pairs,
+                    self.parts.losses,
+                    self.recipe.train,
+                    seed=self.recipe.seed * 1_000 + stage,
+                    log=lambda metrics: self.run.log_metrics({"stage": stage, **metrics}),
+                    stage=stage,
+                    checkpoints=CheckpointStore(self.run.checkpoints, self.recipe.train.keep_checkpoints),
+                    pairs_hash=file_sha256(pairs_dir / "pairs.safetensors")[:32] + file_sha256(pairs_dir / "pairs.json")[:32],
+                )
+            self._weights = f"stage {stage}"
             resumed = record["train"]["resumed_at_step"]
             self.log(
                 f"stage {stage}: trained {record['train']['steps']} steps"
                 + (f" (resumed from the checkpoint at step {resumed})" if resumed else "")
                 + f", loss {record['train']['first_loss']:.4g} → {record['train']['last_loss']:.4g}"
             )
-        record["train"]["seconds"] = time.perf_counter() - started
-        record["distilled"] = self.summary(student, f"stage {stage} distilled", f"stage-{stage:03d}-distilled")
+        with times.phase("evaluation"):
+            record["distilled"] = self.summary(student, f"stage {stage} distilled", f"stage-{stage:03d}-distilled")
         if distributed.is_main():
             with staged_directory(self.run.stage_dir(stage)) as staging:
-                save_model(student, staging / "model")
-                write_json(staging / "stage.json", record)
+                with times.phase("saving"):
+                    save_model(student, staging / "model")
+                write_json(staging / "stage.json", record | _phases(times, record))
         distributed.barrier()
-        return record
+        return record | _phases(times, record)
 
     def stage(self, student: VideoModel, stage: int) -> dict[str, Any]:
         """One whole stage; within it, stored pruning decisions and pairs are reused."""
@@ -244,8 +272,10 @@ class Compression:
             return self.parts.teacher.copy(), []
         last = len(finished)
         self.log(f"resuming after stage {last} (from {self.run.stage_dir(last)})")
+        self._weights = f"stage {last}"
         try:
-            return load_saved_model(self.run.stage_dir(last) / "model"), finished
+            with self.times.phase("load"):
+                return load_saved_model(self.run.stage_dir(last) / "model"), finished
         except VipkitError as exc:
             origin = f"stage {last - 1}'s checkpoint" if last > 1 else "the teacher"
             raise VipkitError(
@@ -257,13 +287,15 @@ class Compression:
     def run_all(self) -> dict[str, Any]:
         student, stages = self.resume_point()
         teacher_videos, teacher_scores = self.teacher_eval()
-        teacher = {
-            "parameters": self.parts.teacher.num_parameters(),
-            "scores": mean_scores(teacher_scores),
-            "objective": self.objective(teacher_scores),
-            "denoiser_flops": denoiser_flops(self.parts.teacher, teacher_videos.latents[:1]),
-        }
-        self.save_gif(teacher_videos.videos, "teacher")
+        with self.times.phase("evaluation"):
+            teacher = {
+                "parameters": self.parts.teacher.num_parameters(),
+                "scores": mean_scores(teacher_scores),
+                "objective": self.objective(teacher_scores),
+                "seconds_per_video": seconds_per_video(self.parts.teacher, self.eval_prompts[0], self.eval_seeds[0]),
+                "denoiser_flops": denoiser_flops(self.parts.teacher, teacher_videos.latents[:1]),
+            }
+            self.save_gif(teacher_videos.videos, "teacher")
         for stage in range(len(stages) + 1, self.recipe.schedule.stages + 1):
             try:
                 stages.append(self.stage(student, stage))
@@ -275,6 +307,10 @@ class Compression:
                 ) from exc
             except VipkitError as exc:
                 raise VipkitError(f"stage {stage}: {str(exc).rstrip('.')}. {self.kept(stage)} Fix the cause and run the same command again to resume.") from exc
+        if distributed.is_main():
+            with self.times.phase("saving"):
+                save_model(student, self.run.final_model)
+        final = stages[-1]["distilled"] if stages else teacher
         results = {
             "recipe": self.recipe.source,
             "fingerprint": self.recipe.fingerprint(),
@@ -285,12 +321,17 @@ class Compression:
                 "parameters": student.num_parameters(),
                 "parameter_ratio": student.num_parameters() / teacher["parameters"],
                 "removed_blocks": student.removed_blocks,
-                "scores": stages[-1]["distilled"]["scores"] if stages else teacher["scores"],
+                "scores": final["scores"],
+                "speedup": teacher["seconds_per_video"] / final["seconds_per_video"],
                 "model": str(self.run.final_model),
             },
+            # seconds per phase: this process's loading, teacher videos and final save, plus every stage's own
+            # (stages finished before a resume keep the times they took then)
+            "run_seconds": self.times.seconds,
+            "seconds": add_phases(self.times.seconds, *(stage["seconds"] for stage in stages)),
+            "peak_gpu_gib": max_phases(self.times.peak_gpu_gib, *(stage["peak_gpu_gib"] for stage in stages)),
         }
         if distributed.is_main():
-            save_model(student, self.run.final_model)
             write_json(self.run.root / "results.json", results)
             write_report(results, self.run.root / "report.md")
         distributed.barrier()
@@ -305,9 +346,13 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
     plugins = load_plugins()
     if not distributed.is_main():
         log = _quiet
-    if distributed.world_size() > 1:
-        log(f"running on {distributed.world_size()} processes: videos, scores and training batches are split over them")
-    parts = prepare(recipe, plugins, log)
+    world = distributed.world_size()
+    if world > 1:
+        log(f"running on {world} processes: videos and scores are split over them; training: "
+            + describe_split(recipe.train.batch_size, recipe.train.gradient_accumulation_steps, world))
+    times = PhaseTimes()
+    with times.phase("load"):
+        parts = prepare(recipe, plugins, log)
     run, problem = RunDirectory(out), None
     if distributed.is_main():
         try:
@@ -320,7 +365,7 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
     every_score_checked = checked(parts.reward, plugins.registry("rewards").source)
     provider_of = partial(plugins.provider, "rewards")
     parts.reward = with_score_cache(every_score_checked, run.score_cache, provider_of)  # a resumed run rescores nothing
-    results = Compression(recipe, run, parts, log).run_all()
+    results = Compression(recipe, run, parts, log, times).run_all()
     log(f"rewards: {cache_summary(parts.reward)}")
     return results
 
@@ -329,8 +374,17 @@ def prepare(recipe: Recipe, plugins: Plugins, log: Log) -> Parts:
     """Build the components and check the plan against them (``compress --dry-run`` stops here); writes nothing."""
     log(f"building components ({recipe.model.name}, {recipe.reward.name}, {recipe.scorer.name}, {recipe.pruner.name}, {recipe.curator.name}, {', '.join(l.name for l in recipe.losses)})")
     parts = Parts.build(recipe, plugins)
-    check_plan(recipe, parts)
+    parts.plan = check_plan(recipe, parts)
     return parts
+
+
+def _phases(times: PhaseTimes, before: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A stage's phase times and peak GPU memory, added to those of its earlier part (``before``: the stored pruning)."""
+    before = before or {}
+    return {
+        "seconds": add_phases(before.get("seconds", {}), times.seconds),
+        "peak_gpu_gib": max_phases(before.get("peak_gpu_gib", {}), times.peak_gpu_gib),
+    }
 
 
 def _quiet(line: str) -> None:

@@ -1,4 +1,8 @@
-"""Teacher videos never change during a run: generate each (prompt, seed, settings) once, keep it on disk."""
+"""Teacher videos never change during a run: generate each (prompt, seed, settings) once, keep it on disk.
+
+Videos are stored as uint8 (they are on the 8-bit grid already, ``vipkit.sharded.generate``), latents as
+generated: a read-back entry equals the generated one bit for bit.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,15 @@ from typing import Any
 from vipkit import distributed, sharded
 from vipkit.errors import VipkitError
 from vipkit.interfaces import Generation, VideoModel
+from vipkit.media import from_uint8, to_uint8
 from vipkit.weights import check_safetensors
 
 
+FORMAT = 2  # 2: videos stored as uint8 (1: float32); entries of another format are generated again
+
+
 def cache_key(model_identity: dict[str, Any], settings: dict[str, Any], prompt: str, seed: int) -> str:
-    blob = json.dumps({"model": model_identity, "settings": settings, "prompt": prompt, "seed": seed}, sort_keys=True, default=str)
+    blob = json.dumps({"model": model_identity, "settings": settings, "prompt": prompt, "seed": seed, "format": FORMAT}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -53,7 +61,7 @@ class GenerationCache:
         if missing:
             fresh = sharded.generate(model, [prompts[i] for i in missing], [seeds[i] for i in missing])
             for j, i in enumerate(missing):
-                items[i] = {"videos": fresh.videos[j].contiguous(), "latents": fresh.latents[j].contiguous()}
+                items[i] = {"videos": to_uint8(fresh.videos[j]).contiguous(), "latents": fresh.latents[j].contiguous()}
                 if distributed.is_main():
                     path = self.root / f"{keys[i]}.safetensors"
                     tmp = path.with_name(f".{path.name}.tmp")
@@ -61,6 +69,6 @@ class GenerationCache:
                     os.replace(tmp, path)
             distributed.barrier()  # every rank sees the same files on its next look
         return Generation(
-            videos=torch.stack([item["videos"] for item in items]),
+            videos=from_uint8(torch.stack([item["videos"] for item in items])),
             latents=torch.stack([item["latents"] for item in items]),
         )

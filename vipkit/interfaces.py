@@ -240,6 +240,11 @@ class ImportanceScorer(Component):
 class Pruner(Component):
     """Chooses and removes this stage's blocks."""
 
+    def begin_stage(self, plan: Plan, stage: int) -> None:
+        """Called before each stage's ``apply`` with the run's plan (``plan.model`` is the unpruned teacher) and the
+        stage number (1 to ``plan.stages``), also when a run resumes: for budgets stated over the whole
+        schedule. The default does nothing."""
+
     @abstractmethod
     def apply(self, model: VideoModel, ranking: Sequence[BlockImportance]) -> list[str]:
         """Remove blocks from ``model`` within the pruner's per-stage budget; return their names."""

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -23,6 +24,7 @@ from vipkit.combined_reward import CombinedReward, combined_dimensions
 from vipkit.errors import VipkitError
 from vipkit.interfaces import Config
 from vipkit.plugins import Plugins, load_plugins
+from vipkit.recipe_overrides import apply_overrides
 
 
 class RecipeError(VipkitError):
@@ -102,7 +104,17 @@ class TrainSection(_Section):
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping; None disables it")
     trainable: str = Field("motion", description="family-defined parameter scope to train, e.g. motion or all")
     lora: LoraSection | None = Field(None, description="train low-rank adapters on the trainable scope; merged on save")
-    mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16 autocast for the training forward passes")
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no",
+        description="bf16 autocast for the training passes of a float32 model; a bfloat16 or float16 model always "
+        "trains under autocast in its own dtype",
+    )
+    trainable_dtype: Literal["float32", "model"] = Field(
+        "float32",
+        description="dtype of the trained weights and optimizer state while training: float32 master weights (the "
+        "model's dtype again when the stage ends), or 'model' to train a bf16/fp16 model's weights in place (less "
+        "memory, but updates below the dtype's resolution, most of them at lr 1e-5, are rounded away)",
+    )
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
     compile: bool = Field(
         False,
@@ -459,19 +471,24 @@ class _Validator:
         )
 
 
-def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = None, plugins: Plugins | None = None) -> Recipe:
-    """Validate recipe text; raise ``RecipeError`` listing every problem."""
+def parse_recipe(
+    text: str, source: str = "<recipe>", base_dir: Path | None = None, plugins: Plugins | None = None, overrides: Sequence[str] = ()
+) -> Recipe:
+    """Validate recipe text, with ``--set KEY=VALUE`` overrides applied; raise ``RecipeError`` listing every problem."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(source, [f"TOML syntax error: {exc}"]) from None
+    problems = apply_overrides(data, overrides)
+    if problems:
+        raise RecipeError(source, problems)
     return _Validator(data, base_dir or Path.cwd(), plugins or load_plugins()).run(source)
 
 
-def load_recipe(path: str | Path, plugins: Plugins | None = None) -> Recipe:
+def load_recipe(path: str | Path, plugins: Plugins | None = None, overrides: Sequence[str] = ()) -> Recipe:
     """Read and validate a recipe file (relative prompt files resolve against its folder)."""
     path = Path(path)
     text = _read_text(path, "recipe")
     if not text.strip():
         raise RecipeError(str(path), ["the file is empty: a recipe needs at least [model], [reward], [prompts], [scorer], [pruner], [curator] and [[losses]]"])
-    return parse_recipe(text, str(path), path.parent, plugins)
+    return parse_recipe(text, str(path), path.parent, plugins, overrides)

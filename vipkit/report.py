@@ -10,7 +10,7 @@ def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: teacher, then per stage the pruned and the distilled student."""
     teacher = results["teacher"]
     dims = list(teacher["scores"])
-    header = ["model", "parameters", "% of teacher", "GFLOPs/step", *dims, "objective"]
+    header = ["model", "parameters", "% of teacher", "GFLOPs/step", "s/video", "speed-up", *dims, "objective"]
 
     def row(label: str, entry: dict[str, Any]) -> list[str]:
         share = 100 * entry["parameters"] / teacher["parameters"]
@@ -19,6 +19,8 @@ def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             f"{entry['parameters']:,}",
             f"{share:.1f}",
             f"{entry['denoiser_flops'] / 1e9:.3f}",
+            f"{entry['seconds_per_video']:.3g}",
+            f"{teacher['seconds_per_video'] / entry['seconds_per_video']:.2f}×",
             *(f"{entry['scores'][d]:.4f}" for d in dims),
             f"{entry['objective']:.4f}",
         ]
@@ -28,6 +30,21 @@ def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append(row(f"stage {stage['stage']} pruned", stage["pruned"]))
         rows.append(row(f"stage {stage['stage']} distilled", stage["distilled"]))
     return header, rows
+
+
+def timing_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Seconds per phase: one row per stage, one for the run's own phases (loading, the teacher's videos, the final
+    save), and the total; the last column is each row's share of the whole."""
+    from vipkit.timing import PHASES
+
+    total = sum(results["seconds"].values()) or 1.0
+    header = ["", *PHASES, "total", "% of run"]
+
+    def row(label: str, seconds: dict[str, float]) -> list[str]:
+        return [label, *(f"{seconds[p]:.1f}" if p in seconds else "" for p in PHASES), f"{sum(seconds.values()):.1f}", f"{100 * sum(seconds.values()) / total:.0f}"]
+
+    stages = [row(f"stage {stage['stage']}", stage["seconds"]) for stage in results["stages"]]
+    return header, [*stages, row("run (load, teacher, final save)", results["run_seconds"]), row("all", results["seconds"])]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -46,6 +63,17 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "",
         markdown_table(header, rows),
         "",
+        "s/video: seconds to generate one video, timed after a warm-up call; speed-up: the teacher's s/video over the row's.",
+        "",
+        "## Where the time went (seconds)",
+        "",
+        markdown_table(*timing_table(results)),
+        "",
+        *(
+            [f"Peak GPU memory of the main process (GiB): {', '.join(f'{p} {gib:.1f}' for p, gib in results['peak_gpu_gib'].items())}.", ""]
+            if results["peak_gpu_gib"]
+            else []
+        ),
         "## Stages",
     ]
     for stage in results["stages"]:

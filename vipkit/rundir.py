@@ -70,8 +70,9 @@ class RunDirectory:
             if stored != recipe.fingerprint():
                 raise VipkitError(
                     f"{root} holds a run of a different recipe (fingerprint {stored}, this recipe "
-                    f"{recipe.fingerprint()}); resuming it would mix two runs. Use another --out folder, "
-                    "or delete that one to start over."
+                    f"{recipe.fingerprint()}); resuming it would mix two runs. Resume it with the recipe and --set "
+                    f"options it was started with (see {root / 'recipe.toml'}), use another --out folder, or delete "
+                    "that one to start over."
                 )
             return run
         if root.exists() and any(root.iterdir()):

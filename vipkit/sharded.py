@@ -2,7 +2,8 @@
 
 Video ``i`` depends only on its prompt and seed (``VideoModel.generate``'s contract) and is scored
 on its own (``RewardModel``'s), so splitting the list changes no result beyond float rounding of
-batch sizes; with one process it is a plain call.
+batch sizes; with one process it is a plain call. Generated videos come back on the 8-bit grid
+(``vipkit.media.eight_bit``), as a run stores them.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ from typing import TYPE_CHECKING
 from vipkit import distributed
 from vipkit.faults import fault_point
 from vipkit.interfaces import Generation, RewardModel, Scores, VideoModel
+from vipkit.media import eight_bit
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 
 def generate(model: VideoModel, prompts: Sequence[str], seeds: Sequence[int]) -> Generation:
-    """``model.generate`` over all ranks: each renders its share of the videos."""
+    """``model.generate`` over all ranks: each renders its share of the videos, rounded to 8 bits."""
     import torch
 
     def mine(indices: list[int]) -> list[tuple[Tensor, Tensor]]:
         fault_point("generate")
         made = model.generate([prompts[i] for i in indices], [seeds[i] for i in indices])
-        return list(zip(made.videos, made.latents, strict=True))
+        return list(zip(eight_bit(made.videos), made.latents, strict=True))
 
     items = distributed.map_sharded(mine, len(prompts))
     return Generation(videos=torch.stack([v for v, _ in items]), latents=torch.stack([lat for _, lat in items]))

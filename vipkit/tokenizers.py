@@ -5,6 +5,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+BYTE_LEVEL_VOCAB_SIZE = 2 * 256 + 2
+"""Tokens of ``byte_level_clip_tokenizer``: every byte alone and word-final, then start and end of text."""
+
 
 @cache
 def _bytes_to_unicode() -> tuple[str, ...]:

@@ -59,16 +59,42 @@ def lr_factor(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[i
 def micro_batches(indices: Tensor, accumulation: int, rank: int, world: int) -> list[tuple[Tensor, float]]:
     """This rank's pairs in each micro-batch of one optimizer step, with the weight of their mean loss.
 
-    The weight is the rank's share of the step's pairs times ``world``, because DDP and FSDP average
-    gradients over ranks; the weighted sum is then the mean over the global batch. A rank without a
-    pair in a micro-batch gets a stand-in pair with weight 0: every rank must run every forward and
-    backward for the collectives to line up.
+    The step's pairs are dealt over the ranks first (pair ``j`` to rank ``j % world``), so every rank
+    trains a real share; each rank then splits its share into as many micro-batches as keep a forward
+    at most as large as the recipe's (``batch_size / gradient_accumulation_steps`` pairs), the same
+    number on every rank. The weight is the rank's share of the step's pairs times ``world``, because
+    DDP and FSDP average gradients over ranks; the weighted sum is then the mean over the global batch.
+    A rank without a pair in a micro-batch gets a stand-in pair with weight 0: every rank must run
+    every forward and backward for the collectives to line up.
     """
-    plan = []
-    for chunk in (c for c in indices.tensor_split(accumulation) if len(c)):
-        mine = chunk[rank::world]
-        plan.append((mine, len(mine) / len(indices) * world) if len(mine) else (chunk[:1], 0.0))
-    return plan
+    mine = indices[rank::world]
+    largest_share = -(-len(indices) // world)
+    count = min(largest_share, -(-accumulation * largest_share // len(indices)))
+    return [(chunk, len(chunk) / len(indices) * world) if len(chunk) else (indices[:1], 0.0) for chunk in mine.tensor_split(count)]
+
+
+def describe_split(batch_size: int, accumulation: int, world: int) -> str:
+    """How one full optimizer step runs on ``world`` processes, for the plan and the start of a run."""
+    import torch
+
+    plan = [micro_batches(torch.arange(batch_size), accumulation, rank, world) for rank in range(world)]
+    forwards = len(plan[0])
+    largest = max(len(pairs) for rank in plan for pairs, weight in rank if weight)
+    each = "each runs " if world > 1 else ""
+    text = f"{_count(batch_size, 'pair')} per step on {_count(world, 'process')}: {each}{_count(forwards, 'micro-batch')} of ≤ {_count(largest, 'pair')}"
+    idle = sum(1 for rank in plan for _, weight in rank if not weight)
+    if idle:
+        without = sum(1 for rank in plan if not any(weight for _, weight in rank))
+        text += (
+            f"; {idle} of {forwards * world} forwards are weight-0 stand-ins"
+            + (f" ({_count(without, 'process')} without any pair)" if without else "")
+            + f": a batch_size that is a multiple of {world} keeps every process busy"
+        )
+    return text
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "es" if noun.endswith(("s", "h")) else "s")
 
 
 def _optimizer(settings: TrainSection, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -121,14 +147,44 @@ class _Trainable:
     params: list[torch.nn.Parameter]  # what the optimizer steps (FSDP: the sharded copy's parameters)
     ddp: torch.nn.Module | None  # the DDP wrapper, for no_sync during micro-batches
     sharded: bool  # FSDP: parameters, gradients and optimizer state are DTensor shards
+    compute_dtype: torch.dtype | None  # autocast dtype of the training passes; None: the weights' own
+
+
+def _to_master_weights(params: list[torch.nn.Parameter], wanted: str) -> list[torch.dtype]:
+    """Make low-precision trained weights float32 master copies (as diffusers' training scripts do); return
+    every weight's own dtype, which ``_restore_dtypes`` puts back.
+
+    An AdamW update at lr 1e-5 is mostly below bf16's resolution: applied to bf16 weights in place it is
+    rounded away. ``wanted = "model"`` keeps them in place anyway (the recipe's explicit choice).
+    """
+    import torch
+
+    dtypes = [param.dtype for param in params]
+    if wanted == "float32":
+        for param in params:
+            if param.dtype in (torch.bfloat16, torch.float16):
+                param.data = param.data.float()
+    return dtypes
+
+
+def _restore_dtypes(params: list[torch.nn.Parameter], dtypes: list[torch.dtype]) -> None:
+    for param, dtype in zip(params, dtypes, strict=True):
+        if param.dtype != dtype:
+            param.data = param.data.to(dtype)
 
 
 @contextmanager
 def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSection, accelerator: Any) -> Iterator[_Trainable]:
-    """Freeze all, make the scope (or its adapters) trainable, wrap for DDP or FSDP; undo it afterwards, merging LoRA."""
+    """Freeze all, make the scope (or its adapters) trainable in float32, wrap for DDP or FSDP; undo it afterwards,
+    merging LoRA."""
+    import torch
+
     world = distributed.world_size()
-    for param in [*teacher.trainable_parameters("all"), *student.trainable_parameters("all")]:
+    everything = student.trainable_parameters("all")
+    for param in [*teacher.trainable_parameters("all"), *everything]:
         param.requires_grad_(False)
+    # a bf16/fp16 model computes in its own dtype, also where float32 master weights meet its frozen layers
+    low_precision = next((p.dtype for p in everything if p.dtype in (torch.bfloat16, torch.float16)), None)
     scope = student.trainable_parameters(settings.trainable)
     module = None
     try:
@@ -146,11 +202,13 @@ def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSec
     if settings.gradient_checkpointing:
         student.set_gradient_checkpointing(True)
     student.train_mode(True)
-    trainable = _Trainable(params, None, False)
+    dtypes = _to_master_weights(params, settings.trainable_dtype)
+    compute_dtype = low_precision or (torch.bfloat16 if settings.mixed_precision == "bf16" else None)
+    trainable = _Trainable(params, None, False, compute_dtype)
     runner = module  # what the student's predict_noise calls while training
     if module is not None and world > 1 and settings.fsdp:
         runner, sharded_params = fsdp.sharded_copy(module, params)
-        trainable = _Trainable(sharded_params, None, True)
+        trainable = _Trainable(sharded_params, None, True, compute_dtype)
         student.use_denoiser(runner.train(True))
     elif module is not None and world > 1:
         runner = trainable.ddp = accelerator.prepare_model(module, device_placement=False)
@@ -161,6 +219,7 @@ def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSec
         if trainable.sharded:
             fsdp.copy_back(params, trainable.params)
     finally:
+        _restore_dtypes(params, dtypes)  # the model's dtype again: generation, saving, LoRA merging
         student.train_mode(False)
         if module is not None:
             student.use_denoiser(module)
@@ -225,12 +284,12 @@ def train_on_pairs(
     rank, world = distributed.rank(), distributed.world_size()
     batches_per_epoch = -(-len(pairs) // settings.batch_size)
     total = settings.epochs * batches_per_epoch
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if settings.mixed_precision == "bf16" else nullcontext()
     torch.manual_seed(derive_seed(seed, "init"))  # LoRA init: the same on every rank
     with _training_setup(student, teacher, settings, accelerator) as trainable:
         params = trainable.params
         device = params[0].device  # batches go where the trained weights are, so the loss is computed there
+        dtype = trainable.compute_dtype
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
         optimizer = _optimizer(settings, params)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.lr_schedule, settings.warmup_steps, total))
         for item in losses:

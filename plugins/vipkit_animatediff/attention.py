@@ -2,7 +2,9 @@
 
 PyTorch picks one kernel order for every call. AnimateDiff's two kinds of attention want different ones:
 the spatial layers attend over thousands of pixels per image (cuDNN's Hopper kernels are fastest there,
-benchmarks/RESULTS.md §5), the motion modules over 16 frames for each of B·H·W pixels.
+benchmarks/RESULTS.md §5), the motion modules over 16 frames for each of B·H·W pixels. That last batch
+outgrows what one CUDA attention call takes (8 videos at 512², with guidance: 65,536 sequences), so the
+motion modules' layers split it, whatever the kernel.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Literal
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 AttentionKernel = Literal["auto", "cudnn", "flash", "efficient", "math"]
@@ -20,6 +23,14 @@ KERNEL_ORDERS: dict[str, list[SDPBackend]] = {  # the named kernel first, the ot
     "efficient": [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH],
     "math": [SDPBackend.MATH],
 }
+MAX_ATTENTION_BATCH = 65_535
+"""Most sequences one attention call gets: CUDA's attention kernels put the batch on a launch-grid dimension
+capped at 65,535 and fail past it (H200, torch 2.11, 65,536 sequences: flash `CUDA error: invalid argument`,
+cuDNN's backward `mha_graph.execute(...).is_good()`)."""
+FLASH_BACKWARD_ELEMENTS = 2**31
+"""Flash attention's backward indexes a buffer of batch x heads x (sequence rounded up to 128) x (head size rounded
+up to 64) elements with 32-bit offsets and reads out of bounds past 2^31 (`illegal memory access`; H200, torch 2.11,
+16 frames, 8 heads: 32,768 sequences of head size 40 pass, 32,769 fail; 10,922 of head size 160 pass, 13,107 fail)."""
 
 
 class OrderedKernelAttention(AttnProcessor2_0):
@@ -34,9 +45,58 @@ class OrderedKernelAttention(AttnProcessor2_0):
             return super().__call__(*args, **kwargs)
 
 
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def max_attention_batch(attn: Attention, sequence_length: int) -> int:
+    """Sequences one call of ``attn`` may take: the grid limit, and while gradients are on flash's backward limit
+    too (whichever kernel is asked for: "auto" may pick flash)."""
+    if not torch.is_grad_enabled():
+        return MAX_ATTENTION_BATCH
+    head_size = attn.inner_dim // attn.heads
+    per_sequence = attn.heads * _round_up(sequence_length, 128) * _round_up(head_size, 64)
+    return min(MAX_ATTENTION_BATCH, FLASH_BACKWARD_ELEMENTS // per_sequence)
+
+
+class BatchChunkedAttention:
+    """Runs ``processor`` on at most ``max_attention_batch`` sequences at a time and concatenates the results.
+
+    Attention (and the projections around it) work on each sequence alone, so the split is exact; a batch
+    within the limit goes through untouched.
+    """
+
+    def __init__(self, processor: AttnProcessor2_0) -> None:
+        self.processor = processor
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        temb: Tensor | None = None,
+    ) -> Tensor:
+        limit = max_attention_batch(attn, hidden_states.shape[1])  # hidden_states: (sequences, frames, channels)
+        if hidden_states.shape[0] <= limit:
+            return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        batch_first = (hidden_states, encoder_hidden_states, attention_mask, temb)
+        return torch.cat(
+            [
+                self.processor(attn, *(None if part is None else part[start : start + limit] for part in batch_first))
+                for start in range(0, hidden_states.shape[0], limit)
+            ]
+        )
+
+
 def choose_attention_kernels(unet: torch.nn.Module, spatial: AttentionKernel, temporal: AttentionKernel) -> None:
-    """Give the spatial and the motion-module attention layers their kernel order; "auto" keeps PyTorch's choice."""
+    """Give the spatial and the motion-module attention layers their kernel order; "auto" keeps PyTorch's choice.
+
+    The motion modules' layers are also batch-chunked, whatever the kernel.
+    """
     for name, module in unet.named_modules():
         if isinstance(module, Attention):
-            kernel = temporal if "motion_modules" in name else spatial
-            module.set_processor(AttnProcessor2_0() if kernel == "auto" else OrderedKernelAttention(kernel))
+            temporal_layer = "motion_modules" in name
+            kernel = temporal if temporal_layer else spatial
+            processor = AttnProcessor2_0() if kernel == "auto" else OrderedKernelAttention(kernel)
+            module.set_processor(BatchChunkedAttention(processor) if temporal_layer else processor)

@@ -28,10 +28,11 @@ TRAINABLE_SCOPES = ("motion", "all")
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Move ``module`` only if needed (diffusers warns on every dtype cast, even a no-op one)."""
+    """Move ``module`` only if needed, with torch's own ``to``: diffusers' override logs a warning on every dtype
+    cast ("modules that should be kept in float32: []"), even when no module needs float32."""
     first = next(module.parameters())
     if first.device != device or first.dtype != dtype:
-        module.to(device, dtype)
+        torch.nn.Module.to(module, device, dtype)
     return module
 
 
@@ -54,10 +55,12 @@ class AnimateDiff(vipkit.VideoModel):
         motion_adapter: str = Field(
             "guoyww/animatediff-motion-adapter-v1-5-2", description="Hub id or local directory of the MotionAdapter."
         )
-        preset: Literal["tiny"] | None = Field(
+        preset: Literal["tiny", "random"] | None = Field(
             None,
             description="Build random components of this size from configs instead of loading `base` (no download): "
-            "'tiny' runs a whole V.I.P. schedule in minutes on a CPU.",
+            "'tiny' runs a whole V.I.P. schedule in minutes on a CPU; 'random' is the real architecture (SD-1.5 "
+            "UNet + motion adapter v1-5-2 = 1.31 B UNet parameters, SD VAE, CLIP ViT-L/14 text encoder; built on "
+            "`device`) for measuring time, memory and disk before downloading. Their videos mean nothing about quality.",
         )
         preset_seed: int = Field(0, ge=0, description="Seed of the preset's random weights (same seed, same weights).")
         height: int | None = Field(

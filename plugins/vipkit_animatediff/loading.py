@@ -1,4 +1,4 @@
-"""Where a model's parts come from: the tiny preset, a vipkit-saved directory, or hub / local weights.
+"""Where a model's parts come from: a preset, a vipkit-saved directory, or hub / local weights.
 
 Hub ids and local directories are told apart the way people write them: an existing path, or one
 that starts with ``/ . ~`` or has more than one ``/``, is local; ``owner/name`` is a hub id. Every
@@ -14,20 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import torch
-from diffusers import AnimateDiffPipeline, MotionAdapter
+from diffusers import MotionAdapter, StableDiffusionPipeline
 
 from vipkit.errors import VipkitError
+from vipkit.model_source import resolve_device
 from vipkit.weights import check_weight_folder
-from vipkit_animatediff.blocks import PrunableUNet
 from vipkit_animatediff.parts import ModelParts
 from vipkit_animatediff.persistence import is_saved_model, load_saved_parts
-from vipkit_animatediff.tiny import inference_scheduler, tiny_parts
+from vipkit_animatediff.sd15 import REAL_SETTINGS, random_parts
+from vipkit_animatediff.tiny import inference_scheduler, preset_parts, tiny_parts
 
 if TYPE_CHECKING:
     from vipkit_animatediff.family import AnimateDiff
-
-REAL_SETTINGS = {"height": 512, "width": 512, "num_frames": 16, "num_inference_steps": 25}
-"""Generation defaults of the real SD-1.5 AnimateDiff model."""
 
 SD_PIPELINE = "a Stable Diffusion 1.5 diffusers pipeline"
 ADAPTER = "an AnimateDiff MotionAdapter"
@@ -40,6 +38,8 @@ def load_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
     """The parts the config asks for: ``preset`` wins, then a vipkit-saved ``base``, then hub / local weights."""
     if config.preset == "tiny":
         return tiny_parts(config.preset_seed)
+    if config.preset == "random":
+        return random_parts(config.preset_seed, resolve_device(config.device))
     if is_saved_model(config.base):
         return _guarded("base", config.base, SAVED_MODEL, lambda: load_saved_parts(Path(config.base).expanduser()))
     adapter_source = _located("motion_adapter", config.motion_adapter, ADAPTER)
@@ -48,21 +48,26 @@ def load_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
         "motion_adapter",
         adapter_source,
         ADAPTER,
-        lambda: MotionAdapter.from_pretrained(adapter_source, torch_dtype=dtype, use_safetensors=True),
+        lambda: MotionAdapter.from_pretrained(adapter_source, dtype=dtype, use_safetensors=True),
     )
-    pipe = _guarded(
+    sd = _guarded(
         "base",
         base_source,
         SD_PIPELINE,
-        lambda: AnimateDiffPipeline.from_pretrained(base_source, motion_adapter=adapter, torch_dtype=dtype, use_safetensors=True),
+        lambda: StableDiffusionPipeline.from_pretrained(
+            base_source,
+            dtype=dtype,
+            use_safetensors=True,
+            safety_checker=None,  # passed components are not downloaded
+            feature_extractor=None,
+            requires_safety_checker=False,
+        ),
     )
-    return ModelParts(
-        unet=PrunableUNet(pipe.unet),
-        vae=pipe.vae,
-        text_encoder=pipe.text_encoder,
-        tokenizer=pipe.tokenizer,
-        scheduler=inference_scheduler(pipe.scheduler.config),
-        default_settings=dict(REAL_SETTINGS),
+    # The motion UNet takes over the 2D UNet's and the adapter's tensors. AnimateDiffPipeline would build it
+    # with random weights, copy them in and cast it to the dtype it already has (a warning every load).
+    components = {**sd.components, "motion_adapter": adapter, "scheduler": inference_scheduler(sd.scheduler.config)}
+    return _guarded(
+        "motion_adapter", adapter_source, f"{ADAPTER} for this base", lambda: preset_parts(components, REAL_SETTINGS)
     )
 
 

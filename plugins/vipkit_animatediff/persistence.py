@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, DDIMScheduler, UNetMotionModel
 from safetensors.torch import load_file, save_file
@@ -65,10 +66,11 @@ def load_saved_parts(directory: Path) -> ModelParts:
     for name in manifest["removed_blocks"]:
         unet.remove(name, keep_original=False)
     module.load_state_dict(load_file(directory / "unet" / UNET_WEIGHTS), strict=True, assign=True)
+    dtype = getattr(torch, manifest["generation_settings"]["dtype"])  # the files' own: loaded without a cast
     return ModelParts(
         unet=unet,
-        vae=AutoencoderKL.from_pretrained(directory / "vae", use_safetensors=True),
-        text_encoder=CLIPTextModel.from_pretrained(directory / "text_encoder", use_safetensors=True),
+        vae=AutoencoderKL.from_pretrained(directory / "vae", dtype=dtype, use_safetensors=True),
+        text_encoder=CLIPTextModel.from_pretrained(directory / "text_encoder", dtype=dtype, use_safetensors=True),
         tokenizer=CLIPTokenizer.from_pretrained(directory / "tokenizer"),
         scheduler=DDIMScheduler.from_pretrained(directory / "scheduler"),
         default_settings=manifest["generation_settings"],

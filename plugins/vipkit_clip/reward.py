@@ -18,8 +18,9 @@ from pydantic import Field
 
 import vipkit
 from vipkit.errors import VipkitError
+from vipkit.model_source import resolve_device
 from vipkit.weights import check_weight_folder
-from vipkit_clip.tiny import tiny_clip
+from vipkit_clip.tiny import VIT_L_14_SIZES, random_clip, tiny_clip
 
 if TYPE_CHECKING:
     import torch
@@ -69,8 +70,8 @@ def load_clip(model: str, device: str, dtype: str, preset: str | None = None) ->
     """Load CLIP from a local directory (never touching the network) or a hub id, or build a preset."""
     from transformers import AutoTokenizer, CLIPModel
 
-    if preset == "tiny":
-        clip, tokenizer = tiny_clip()
+    if preset is not None:  # tiny: built on the CPU, the same weights everywhere; random: built where it runs
+        clip, tokenizer = tiny_clip() if preset == "tiny" else random_clip(VIT_L_14_SIZES, device=resolve_device(device))
         return _placed(clip, tokenizer, (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD), device, dtype)
     path = Path(model).expanduser()
     local = path.is_dir()
@@ -100,7 +101,7 @@ def load_clip(model: str, device: str, dtype: str, preset: str | None = None) ->
 def _placed(clip: Any, tokenizer: Any, statistics: tuple[tuple[float, ...], tuple[float, ...]], device: str, dtype: str) -> LoadedClip:
     import torch
 
-    target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    target = resolve_device(device)
     torch_dtype = getattr(torch, dtype)
     clip = clip.to(device=target, dtype=torch_dtype).eval().requires_grad_(False)
     mean, std = statistics
@@ -155,10 +156,12 @@ class ClipReward(vipkit.RewardModel):
             description="Hub id or local directory of a transformers CLIP model (with its tokenizer); "
             "a directory is loaded without network access.",
         )
-        preset: Literal["tiny"] | None = Field(
+        preset: Literal["tiny", "random"] | None = Field(
             None,
             description="Build a random CLIP of this size in memory instead of loading `model` (no download): "
-            "'tiny' (32 px, seeded) makes runs and tests possible offline; its scores mean nothing about quality.",
+            "'tiny' (32 px, seeded) makes runs and tests possible offline; 'random' is openai/clip-vit-large-patch14's "
+            "architecture (ViT-L/14 at 224 px, 12-layer 768-wide text tower: 428 M parameters, built on `device`) "
+            "for measuring time and memory. Their scores mean nothing about quality.",
         )
         frames: int | None = Field(
             None, gt=0, description="Score this many evenly spaced frames per video; unset = every frame."

@@ -59,10 +59,12 @@ class VideoCrafter2(vipkit.VideoModel):
             description="Folder written by `python -m vipkit_videocrafter2.convert` (the official model.ckpt "
             "converted to safetensors) or by `save` (a compressed model).",
         )
-        preset: Literal["tiny"] | None = Field(
+        preset: Literal["tiny", "random"] | None = Field(
             None,
             description="Build random components from configs instead of loading `base` (no download): 'tiny' "
-            "runs a whole V.I.P. schedule on a CPU.",
+            "runs a whole V.I.P. schedule on a CPU; 'random' is the released architecture (1.41 B-parameter UNet, "
+            "OpenCLIP ViT-H/14 text tower, SD VAE; built on `device`) for measuring time, memory and disk before "
+            "downloading. Both go through the official checkpoint's conversion; their videos mean nothing about quality.",
         )
         preset_seed: int = Field(0, ge=0, description="Seed of the preset's random weights (same seed, same weights).")
         height: int | None = Field(None, gt=0, description="Video height in pixels; None: the model's (320, tiny 16).")
@@ -110,8 +112,8 @@ class VideoCrafter2(vipkit.VideoModel):
         parts.unet.module.to(self.device, self.dtype).eval()
         for frozen in (parts.vae, parts.text_encoder):
             weight = next(frozen.parameters())
-            if (weight.device, weight.dtype) != (self.device, self.dtype):  # diffusers warns on every cast
-                frozen.to(self.device, self.dtype)
+            if (weight.device, weight.dtype) != (self.device, self.dtype):  # torch's own `to`: diffusers' warns on every cast
+                torch.nn.Module.to(frozen, self.device, self.dtype)
             frozen.eval().requires_grad_(False)
         self._parts, self._unet = parts, parts.unet
         self._runner: torch.nn.Module = parts.unet.module  # what predict_noise calls (the UNet, or a DDP wrapper of it)

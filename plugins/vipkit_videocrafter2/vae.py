@@ -17,6 +17,14 @@ from vipkit.errors import VipkitError
 from vipkit_videocrafter2.schedule import LATENT_SCALE
 
 LDM_VAE_PREFIX = "first_stage_model."
+SD_VAE = dict(
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+)
+"""``AutoencoderKL`` options of the SD KL autoencoder VideoCrafter2 ships (83,653,863 parameters)."""
 
 
 def vae_config_from_ldm(state: Mapping[str, Tensor], prefix: str = LDM_VAE_PREFIX) -> dict:

@@ -77,7 +77,9 @@ def load_videoscore(model: str, device: str, dtype: str, preset: str | None = No
     from transformers import AutoConfig, AutoTokenizer
 
     from vipkit.model_source import model_source, resolve_device
+    from vipkit_videoscore.inputs import ImageSettings
     from vipkit_videoscore.model import VideoScoreModel
+    from vipkit_videoscore.random_preset import random_videoscore
     from vipkit_videoscore.tiny import TINY_IMAGE_SETTINGS, tiny_videoscore
 
     target = resolve_device(device)
@@ -85,6 +87,9 @@ def load_videoscore(model: str, device: str, dtype: str, preset: str | None = No
     if preset == "tiny":
         network, tokenizer = tiny_videoscore()
         settings = TINY_IMAGE_SETTINGS
+    elif preset == "random":  # 8 B parameters: built where they run, in the dtype they run in
+        network, tokenizer = random_videoscore(device=target, dtype=torch_dtype)
+        settings = ImageSettings()
     else:
         source = model_source(model, "reward option `model`", EXPECTED_FILES)
         try:
@@ -123,10 +128,12 @@ class VideoScoreReward(vipkit.RewardModel):
             description="Hub id or local directory of a VideoScore checkpoint (v1: 'TIGER-Lab/VideoScore', "
             "v1.1: 'TIGER-Lab/VideoScore-v1.1'); a directory is loaded without network access.",
         )
-        preset: Literal["tiny"] | None = Field(
+        preset: Literal["tiny", "random"] | None = Field(
             None,
             description="Build a random VideoScore of this size in memory instead of loading `model` (no download): "
-            "'tiny' (toy widths, seeded) makes runs and tests possible offline; its scores mean nothing about quality.",
+            "'tiny' (toy widths, seeded) makes runs and tests possible offline; 'random' is the real architecture "
+            "(Idefics2-8B + the regression head: 8.27 B parameters, 16.5 GB in bfloat16, built on `device`) with a "
+            "word-level tokenizer, for measuring time and memory. Their scores mean nothing about quality.",
         )
         frames: int = Field(
             16, gt=0, le=48,
