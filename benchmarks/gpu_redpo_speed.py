@@ -32,13 +32,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from diffusers import StableDiffusionPipeline, UNetMotionModel
 
 import vipkit
+from vipkit_animatediff import AnimateDiff
 from vipkit_animatediff.attention import choose_attention_kernels
-from vipkit_animatediff.family import AnimateDiff
 from vipkit_animatediff.sd15 import SD15_SIZES
 from vipkit_animatediff.tiny import TINY_SIZES, sd_components
 from vipkit.recipe import TrainSection
 from vipkit.training import WeightedLoss, train_on_pairs
-from vipkit_losses.redpo import ReDPO
+from vipkit_losses import ReDPO
 
 FULL = dict(frames=16, latent=64, text_dim=768)
 TINY = dict(frames=8, latent=16, text_dim=32)

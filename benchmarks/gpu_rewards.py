@@ -27,9 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]  # runs from a checkout without installing vipkit
 
+from vipkit_vbench import VBenchReward  # noqa: E402
 from vipkit_vbench.models import FrameEncoder  # noqa: E402
-from vipkit_vbench.reward import VBenchReward  # noqa: E402
-from vipkit_videoscore.reward import VideoScoreReward  # noqa: E402
+from vipkit_videoscore import VideoScoreReward  # noqa: E402
 
 PROMPT = "a corgi running on a beach at sunset, waves in the background, cinematic, slow motion"
 

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vipkit_videocrafter2.blocks import PrunableUNet
-from vipkit_videocrafter2.unet import build_unet
+from vipkit.prunable import PrunableModule
+from vipkit_videocrafter2 import build_unet
+from vipkit_videocrafter2.blocks import prunable_unet
 from vipkit_videocrafter2.unet_config import TINY_UNET_CONFIG, VC2_UNET_CONFIG
 
 PAPER_FRACTION = 0.362  # VideoCrafter2 1.4 B -> 0.9 B in V.I.P.
@@ -41,7 +42,7 @@ def emit(record: dict[str, Any], records: list[dict[str, Any]]) -> None:
     print(json.dumps(record), flush=True)
 
 
-def choose_removals(unet: PrunableUNet, fraction: float) -> list[str]:
+def choose_removals(unet: PrunableModule, fraction: float) -> list[str]:
     """Remove units by the rule in the module docstring until ``fraction`` of the parameters is gone."""
     total = sum(p.numel() for p in unet.module.parameters())
     target, removed = fraction * total, 0
@@ -97,7 +98,7 @@ def main() -> None:
     records: list[dict[str, Any]] = []
     torch.manual_seed(0)
     with torch.device(device):
-        unet = PrunableUNet(build_unet(config).to(dtype))
+        unet = prunable_unet(build_unet(config).to(dtype))
     generator = torch.Generator(device).manual_seed(1)
     b, t, h, w = shape["batch"], shape["frames"], shape["height"], shape["width"]
     inputs = (

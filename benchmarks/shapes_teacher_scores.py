@@ -15,7 +15,7 @@ import time
 import torch
 
 from vipkit.plugins import load_plugins
-from vipkit_shapes.reward import ShapesReward
+from vipkit_shapes import ShapesReward
 from vipkit_shapes.world import describe, render_batch, sample_scenes
 
 

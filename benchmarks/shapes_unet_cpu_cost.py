@@ -12,14 +12,15 @@ from __future__ import annotations
 import time
 
 import torch
-from train_shapes_teacher import ATTENTION_AT_4X4, ATTENTION_EVERYWHERE, UNET_SPECS, build_unet
+from vipkit_shapes.teacher_model import ATTENTION_EVERYWHERE, UNET_SPECS, build_unet
 
+ATTENTION_AT_4X4 = (("DownBlock2D", "CrossAttnDownBlock2D"), ("CrossAttnUpBlock2D", "UpBlock2D"))  # no spatial attention at 8x8
 VARIANTS = {  # label: (channels, spatial heads, motion heads, norm groups, block types)
     "shipped: channels (32, 64), 16 spatial heads (head dim 2), 4 motion heads": UNET_SPECS["shipped"],
     "(32, 64), 1 head everywhere": ((32, 64), 1, 1, 16, ATTENTION_EVERYWHERE),
     "(32, 64), 1 head, no spatial transformer at 8x8": ((32, 64), 1, 1, 16, ATTENTION_AT_4X4),
     "(24, 48), 1 head, 8 groups, no spatial transformer at 8x8": ((24, 48), 1, 1, 8, ATTENTION_AT_4X4),
-    "(16, 32), 1 head, 8 groups (train_shapes_teacher.py --unet fast)": UNET_SPECS["fast"],
+    "(16, 32), 1 head, 8 groups (train_teacher --unet fast)": UNET_SPECS["fast"],
 }
 
 

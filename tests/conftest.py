@@ -1,9 +1,12 @@
-"""Shared fixtures: CPU threads pinned and no network access for any test."""
+"""Shared fixtures: CPU threads pinned, no network access and no entry-point plugins for any test."""
 
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# A plugin installed on this machine must not change test results: only the in-tree ones load, here and
+# in every subprocess (they inherit the environment). A test that needs one sets VIPKIT_PLUGINS itself.
+os.environ["VIPKIT_PLUGINS"] = ""
 
 import pytest
 

@@ -126,6 +126,21 @@ CASES = [
     Case("unreachable-param-fraction", edited(("blocks_per_stage = 1", "param_fraction = 0.5")), ("pruner.param_fraction", "75.0%")),
     Case("block-kind-the-model-lacks", edited(('block_kinds = ["motion_module"]', 'block_kinds = ["attention"]')), ("schedule.block_kinds", "'attention'", "motion_module")),
     Case("unknown-trainable-scope", edited(('trainable = "motion"', 'trainable = "motoin"')), ("train.trainable", "motoin")),
+    Case(
+        "every-missing-model-at-once",  # HF_HUB_OFFLINE=1 (conftest): no hub is tried, each says how to download
+        edited(('preset = "tiny"', 'base = "nobody/no-sd"\nmotion_adapter = "nobody/no-adapter"'),
+               ('name = "clip"\npreset = "tiny"', 'name = "clip"\nmodel = "nobody/no-clip"')),
+        ("2 components could not be built", "model ('animatediff'): motion_adapter = 'nobody/no-adapter'",
+         "base = 'nobody/no-sd'", "reward ('clip'): reward option `model` = 'nobody/no-clip'", "HF_HUB_OFFLINE is set",
+         "`hf download nobody/no-clip --local-dir models/no-clip` and set reward option `model` to 'models/no-clip'"),
+    ),
+    Case(
+        "every-missing-reward-model-at-once",
+        edited(('[reward]\nname = "clip"\npreset = "tiny"',
+                '[[rewards]]\nname = "clip"\nmodel = "nobody/a"\n[[rewards]]\nname = "clip"\nas = "b"\nmodel = "nobody/b"')),
+        ("2 components could not be built", "rewards[0] ('clip'): reward option `model` = 'nobody/a'",
+         "rewards[1] ('clip'): reward option `model` = 'nobody/b'"),
+    ),
     Case("curator-dimension-the-reward-lacks", edited(("tau = -1.0", 'tau = -1.0\ndimensions = ["sharpness"]')), ("curator.dimensions", "'sharpness'", "clip_score")),
 ]
 

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,33 @@ def test_syntax_error_exit_code_2(tmp_path):
     assert result.returncode == 2 and "line 1" in result.stderr and "Traceback" not in result.stderr
 
 
+def _shipped_matrix_copy(folder: Path, edit: tuple[str, str] = ("", "")) -> Path:
+    """benchmarks/shapes_bench.toml (edited) in ``folder``/benchmarks, with its prompts and a stand-in for each saved model it names."""
+    shipped = ROOT / "benchmarks" / "shapes_bench.toml"
+    text = shipped.read_text()
+    assert edit[0] in text
+    matrix = folder / "benchmarks" / shipped.name
+    shutil.copytree(ROOT / "benchmarks" / "prompts", matrix.parent / "prompts")
+    matrix.write_text(text.replace(*edit))
+    for line in text.splitlines():
+        if line.startswith("path = "):  # validation looks for the manifest only
+            manifest = matrix.parent / line.split('"')[1] / "vipkit_model.json"
+            manifest.parent.mkdir(parents=True)
+            manifest.write_text("{}")
+    return matrix
+
+
+def test_validate_tells_a_bench_matrix_from_a_recipe(tmp_path):
+    matrix = _shipped_matrix_copy(tmp_path / "good")
+    result = vipkit("validate", str(matrix), str(TINY))
+    assert result.returncode == 0, result.stderr
+    assert f"ok {matrix} (bench matrix)" in result.stderr and f"ok {TINY}\n" in result.stderr
+    broken = _shipped_matrix_copy(tmp_path / "broken", ('base = "models/shapes-teacher"', 'bsae = "models/shapes-teacher"'))
+    result = vipkit("validate", str(broken))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"bench matrix {broken} has 1 problem" in result.stderr and "models[0].bsae: unknown option; did you mean 'base'?" in result.stderr
+
+
 def test_plugins_lists_every_component():
     result = vipkit("plugins", "--json")
     assert result.returncode == 0, result.stderr
@@ -62,6 +90,8 @@ def test_dry_run_shows_plan_and_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "reward-drop" in result.stderr and "2 × prune blocks of kinds motion_module" in result.stderr
     assert "float32 master copies" in result.stderr and "2 pairs per step on 8 processes" in result.stderr
+    estimate = re.search(r"model on the CPU: at least ([\d,.]+) s per video: 4 steps × ([\d,.]+) GFLOP", " ".join(result.stderr.split()))
+    assert estimate and float(estimate[1].replace(",", "")) > 0 and float(estimate[2]) > 1, result.stderr
     assert not (tmp_path / "run").exists()
 
 

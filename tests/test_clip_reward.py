@@ -133,10 +133,11 @@ def test_rejects_bad_options(options: dict) -> None:
         ClipReward.Config.model_validate(options)
 
 
-def test_a_missing_model_directory_is_a_user_error(tmp_path: Path) -> None:
-    missing = tmp_path / "no_clip_here"
+def test_a_missing_model_is_a_user_error_when_the_reward_is_built(tmp_path: Path) -> None:
     with pytest.raises(VipkitError, match=r"`model`.*no_clip_here.*is not a directory"):
-        reward(missing).score(random_videos(1), PROMPTS[:1])
+        reward(tmp_path / "no_clip_here")
+    with pytest.raises(VipkitError, match=r"HF_HUB_OFFLINE is set.*`hf download nobody/no-clip --local-dir models/no-clip`"):
+        ClipReward.from_options({"model": "nobody/no-clip"})  # HF_HUB_OFFLINE=1 in the tests
 
 
 def test_a_directory_without_a_model_is_a_user_error(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from vipkit.testing import tiny_model
 from vipkit.training import WeightedLoss, train_on_pairs
 
 out, fsdp, checkpoints = sys.argv[1], sys.argv[2] == "fsdp", sys.argv[3] if len(sys.argv) > 3 else None
-teacher = tiny_model(height=16, width=16, num_frames=4, num_inference_steps=2)
+teacher = tiny_model("animatediff", height=16, width=16, num_frames=4, num_inference_steps=2)
 winners, losers = torch.randn(2, 5, 4, 4, 8, 8, generator=torch.Generator().manual_seed(11))
 pairs = vipkit.PairSet([f"prompt {i}" for i in range(5)], list(range(5)), winners, losers, torch.zeros(5), torch.zeros(5), ["x"])
 loss = load_plugins().registry("losses").get("redpo").from_options({"sft_weight": 1.0})
@@ -99,7 +99,7 @@ def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(
     assert len(one["losses"]) == len(two["losses"]) == 4
     # the logged loss is the global-batch mean (beta 5000 magnifies float rounding of batch-size-dependent kernels)
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-3)
-    start = tiny_model(height=16, width=16, num_frames=4).denoiser().state_dict()
+    start = tiny_model("animatediff", height=16, width=16, num_frames=4).denoiser().state_dict()
     assert max((v - start[k]).abs().max().item() for k, v in weights_one.items()) > 1e-4  # training moved the weights
     for key, value in weights_one.items():
         torch.testing.assert_close(weights_two[key], value, rtol=0, atol=1e-6, msg=key)

@@ -133,7 +133,7 @@ SEED = 7
 
 @pytest.fixture(scope="module")
 def teacher() -> vipkit.VideoModel:
-    model = tiny_model(height=16, width=16, num_frames=4, num_inference_steps=2)
+    model = tiny_model("animatediff", height=16, width=16, num_frames=4, num_inference_steps=2)
     for parameter in model.trainable_parameters("all"):  # left trainable on purpose: the losses must not touch it
         assert parameter.requires_grad
     return model
@@ -379,12 +379,15 @@ def test_pair_generators_make_a_split_batch_give_the_whole_batch_loss(teacher, p
     student = pruned_student(teacher)
     whole = loss.compute(student, teacher, split_invariant_batch(pairs, [0, 1])).loss
     alone = [loss.compute(student, teacher, split_invariant_batch(pairs, [row])).loss for row in (0, 1)]
-    torch.testing.assert_close(whole, (alone[0] + alone[1]) / 2, rtol=1e-5, atol=1e-6)
+    # Batches of 2 and of 1 (or reordered rows) run the UNet's kernels with other blockings, so each pair's MSE
+    # differs in the last float32 bits (~1e-7 relative); ReDPO multiplies MSE differences by beta = 5000, which
+    # has made that 9e-5 on a loaded 2-core machine. 1e-3 stays far below what a wrong split gives (13-75 %, below).
+    torch.testing.assert_close(whole, (alone[0] + alone[1]) / 2, rtol=1e-3, atol=1e-6)
     reordered = loss.compute(student, teacher, split_invariant_batch(pairs, [1, 0])).loss
-    torch.testing.assert_close(reordered, whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(reordered, whole, rtol=1e-3, atol=1e-6)
     # with the shared generator the split changes the draws, so the halves do not add up
     shared_alone = [loss.compute(student, teacher, batch_of((w[[r]], l[[r]], c[[r]]))).loss for r in (0, 1) for w, l, c in [pairs]]
-    assert not torch.allclose(whole, (shared_alone[0] + shared_alone[1]) / 2, rtol=1e-3)
+    assert not torch.allclose(whole, (shared_alone[0] + shared_alone[1]) / 2, rtol=1e-2)
 
 
 def test_pair_generators_draw_noise_then_timestep_per_pair(teacher, pairs):

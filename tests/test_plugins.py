@@ -1,9 +1,38 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from conftest import run_vipkit
 
 import vipkit
 from vipkit.errors import VipkitError
 from vipkit.plugins import DEFAULT_PLUGINS, discover_plugins, load_plugins
 from vipkit.registry import Registry
+
+ROOT = Path(__file__).parents[1]
+IN_TREE_COMPONENTS = {
+    "vipkit_animatediff": {"models": ["animatediff"]},
+    "vipkit_clip": {"rewards": ["clip"]},
+    "vipkit_losses": {"losses": ["redpo", "sft", "kd"]},
+    "vipkit_shapes": {"rewards": ["shapes"]},
+    "vipkit_strategies": {"scorers": ["reward-drop", "param-count"], "pruners": ["block"], "curators": ["degraded-dimensions"]},
+    "vipkit_vbench": {"rewards": ["vbench"]},
+    "vipkit_videocrafter2": {"models": ["videocrafter2"]},
+    "vipkit_videoscore": {"rewards": ["videoscore"]},
+}
+REGISTER_AND_VALIDATE = """
+import json, sys
+import vipkit.cli
+from vipkit.plugins import load_plugins
+from vipkit.recipe import load_recipe
+
+errors = [info.error for info in load_plugins().infos if info.error]
+for path in sys.argv[1:]:
+    load_recipe(path)
+print(json.dumps({"errors": errors, "heavy": [name for name in ("torch", "diffusers", "transformers") if name in sys.modules]}))
+"""
 
 
 def test_in_tree_plugins_register_every_component():
@@ -15,6 +44,26 @@ def test_in_tree_plugins_register_every_component():
     assert "reward-drop" in plugins.registry("scorers").names()
     assert "block" in plugins.registry("pruners").names()
     assert "degraded-dimensions" in plugins.registry("curators").names()
+
+
+def test_registering_and_validating_every_shipped_recipe_import_no_heavy_library():
+    """`vipkit plugins` and `vipkit validate` answer in well under 2 s only while no plugin imports torch,
+    diffusers or transformers when it registers (importing them costs ~15 s on a cold 2-core machine)."""
+    recipes = sorted(str(path) for path in (ROOT / "recipes").glob("*.toml"))
+    result = subprocess.run([sys.executable, "-c", REGISTER_AND_VALIDATE, *recipes], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout) == {"errors": [], "heavy": []}
+
+
+def test_vipkit_plugins_lists_every_in_tree_component():
+    result = run_vipkit("plugins", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = {info["name"]: info["components"] for info in json.loads(result.stdout)}
+    assert listed == IN_TREE_COMPONENTS  # and nothing else: the test session loads no entry-point plugin
+
+
+def test_the_test_session_loads_no_entry_point_plugin():
+    assert all(info.source == "in-tree" for info in load_plugins().infos)
 
 
 def test_broken_plugin_is_reported_not_fatal():

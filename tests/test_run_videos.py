@@ -46,7 +46,7 @@ def test_pairs_store_videos_as_uint8_and_read_back_what_the_run_holds(tmp_path):
 
 
 def test_teacher_cache_reads_back_the_generated_videos_bit_for_bit(tmp_path):
-    model = tiny_model(height=16, width=16, num_frames=4, num_inference_steps=2)
+    model = tiny_model("animatediff", height=16, width=16, num_frames=4, num_inference_steps=2)
     cache = GenerationCache(tmp_path, {"name": "tiny"})
     fresh = cache.generate(model, ["a red ball", "a blue cube"], [5, 6])
     assert torch.equal(fresh.videos, eight_bit(model.generate(["a red ball", "a blue cube"], [5, 6]).videos))

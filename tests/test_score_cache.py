@@ -12,9 +12,10 @@ from pydantic import Field
 
 import vipkit
 from vipkit.engine import compress
-from vipkit.plugins import load_plugins
+from vipkit.plugins import discover_plugins, load_plugins
 from vipkit.recipe import parse_recipe
-from vipkit.score_cache import CachedReward, with_score_cache
+from vipkit.reward_stack import reward_stack
+from vipkit.score_cache import CachedReward
 from vipkit.testing import sample_videos
 
 
@@ -97,12 +98,14 @@ def test_a_video_repeated_in_one_batch_is_scored_once():
 def test_a_combined_reward_caches_each_part_on_its_own(tmp_path):
     from vipkit.combined_reward import CombinedReward
 
+    plugins = discover_plugins((), include_entry_points=False)
+    plugins.add(CountingPlugin(), name="counting_plugin")
     videos = sample_videos(2)
-    combined = with_score_cache(CombinedReward({"a": Counting(), "b": Counting.from_options({"gain": 3.0})}), tmp_path)
+    combined = reward_stack(CombinedReward({"a": Counting(), "b": Counting.from_options({"gain": 3.0})}), plugins, tmp_path)
     scores = combined.score(videos, PROMPTS[:2])
     assert combined.dimensions == ("a.brightness", "a.contrast", "b.brightness", "b.contrast")
     assert len(Counting.scored) == 4
-    changed_b = with_score_cache(CombinedReward({"a": Counting(), "b": Counting.from_options({"gain": 4.0})}), tmp_path)
+    changed_b = reward_stack(CombinedReward({"a": Counting(), "b": Counting.from_options({"gain": 4.0})}), plugins, tmp_path)
     rescored = changed_b.score(videos, PROMPTS[:2])
     assert len(Counting.scored) == 6  # only part b was scored again
     assert torch.equal(rescored["a.brightness"], scores["a.brightness"])

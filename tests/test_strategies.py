@@ -147,7 +147,7 @@ EVAL_SEEDS = [0, 1]
 @pytest.fixture(scope="module")
 def tiny() -> Iterator[vipkit.VideoModel]:
     """The tiny AnimateDiff preset at its cheapest settings; tests work on ``tiny.copy()``."""
-    yield tiny_model(num_frames=4, num_inference_steps=2, height=16, width=16)
+    yield tiny_model("animatediff", num_frames=4, num_inference_steps=2, height=16, width=16)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from pydantic import ConfigDict, Field
 
 import vipkit
 from vipkit.plugins import load_plugins
-from vipkit.testing import ContractError, check_loss, check_reward, sample_videos
+from vipkit.testing import ContractError, check_loss, check_model, check_reward, sample_videos
+from vipkit_animatediff import AnimateDiff
 from vipkit_clip import ClipReward
 from vipkit_shapes import ShapesReward
 
@@ -127,7 +128,7 @@ def test_in_tree_rewards_keep_the_contract():
 # ---------------------------------------------------------------------------------------------
 # check_loss
 
-SMALL = {"num_frames": 4, "height": 16, "width": 16, "num_inference_steps": 2}
+SMALL = {"family": "animatediff", "num_frames": 4, "height": 16, "width": 16, "num_inference_steps": 2}  # check_loss options
 
 
 class Mse(vipkit.DistillLoss):
@@ -169,7 +170,7 @@ LOSS_CASES = [
     (broken_loss("Detached", lambda self, s, b, out: vipkit.LossOutput(out.loss.detach(), out.metrics)), ["compute().loss has no autograd history"]),
     (broken_loss("Vector", lambda self, s, b, out: vipkit.LossOutput(out.loss.expand(2), out.metrics)), ["compute().loss must be a finite floating scalar tensor"]),
     (broken_loss("Unseeded", unseeded), ["compute() with the same generator seed gave"]),
-    (broken_loss("Flat", lambda self, s, b, out: vipkit.LossOutput(out.loss * 0, out.metrics)), ["backward() of the loss gives the student's 'all' parameters no gradient"]),
+    (broken_loss("Flat", lambda self, s, b, out: vipkit.LossOutput(out.loss * 0, out.metrics)), ["backward() of the loss gives the student's 'motion' parameters no gradient"]),
     (broken_loss("EditsWeights", edits_weights), [  # the edit also changes the second call's loss
         "compute() with the same generator seed gave", "compute().metrics must map names to finite floats", "compute() changed model weights"]),
     (broken_loss("VectorMetric", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": torch.ones(2)})), ["compute().metrics must map names"]),
@@ -199,3 +200,45 @@ def test_a_good_loss_passes_and_scope_is_the_familys():
 def test_a_loss_may_report_metrics_as_detached_scalar_tensors():
     tensor_metrics = broken_loss("TensorMetrics", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": out.loss.detach()}))
     assert check_loss(tensor_metrics, **SMALL).metrics["mse"].ndim == 0
+
+
+# -- check_model -------------------------------------------------------------------------------
+
+MODEL_OPTIONS = {"height": 16, "width": 16, "num_frames": 4, "num_inference_steps": 2}
+
+
+class ShiftedSeedsAnimateDiff(AnimateDiff):
+    """Three contract breaches: a default block kind it lacks, copies that share the model, seeds shifted by batch position."""
+
+    name = "shifted-seeds"
+    default_block_kinds = ("motion_module", "no_such_kind")
+
+    def copy(self):
+        return self
+
+    def generate(self, prompts, seeds):
+        return super().generate(prompts, [seed + i for i, seed in enumerate(seeds)])
+
+
+class ShiftedSeedsPlugin:
+    __name__ = "shifted_seeds_plugin"
+
+    @vipkit.hookimpl
+    def register_models(self, register):
+        register(ShiftedSeedsAnimateDiff)
+
+
+def test_check_model_passes_the_in_tree_families_and_lists_every_breach_of_a_broken_one():
+    assert check_model("animatediff", MODEL_OPTIONS).num_parameters() == 1_228_388
+    plugins = load_plugins()
+    plugins.add(ShiftedSeedsPlugin(), name="shifted_seeds_plugin")
+    try:
+        with pytest.raises(ContractError) as info:
+            check_model("shifted-seeds", MODEL_OPTIONS)
+    finally:
+        plugins.remove("shifted_seeds_plugin")
+    message = str(info.value)
+    assert "breaks the VideoModel contract in 3 ways" in message, message
+    assert "default_block_kinds ('motion_module', 'no_such_kind') are not all among the model's kinds" in message
+    assert "video 1 of a batch differs from the same prompt and seed alone" in message
+    assert "copy: removing a block from a copy changed the original" in message

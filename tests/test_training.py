@@ -20,7 +20,7 @@ PRUNED_BLOCK = "up_blocks.0.motion_modules.1"
 
 @pytest.fixture(scope="module")
 def teacher() -> vipkit.VideoModel:
-    return tiny_model(height=16, width=16, num_frames=4, num_inference_steps=2)
+    return tiny_model("animatediff", height=16, width=16, num_frames=4, num_inference_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_compile_trains_the_same_update_through_compiled_student_and_teacher(tea
 
 @pytest.fixture(scope="module")
 def bf16_teacher() -> vipkit.VideoModel:
-    return tiny_model(height=16, width=16, num_frames=4, num_inference_steps=2, dtype="bfloat16")
+    return tiny_model("animatediff", height=16, width=16, num_frames=4, num_inference_steps=2, dtype="bfloat16")
 
 
 def trained_master_weights(teacher, pairs, **settings) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], vipkit.VideoModel]:

@@ -160,7 +160,7 @@ def test_missing_models_are_skipped_with_a_warning_that_says_how_to_provide_them
 
 
 def test_an_explicitly_requested_dimension_without_its_model_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(VipkitError, match=r"'subject_consistency' cannot score: `dino_model` = 'facebook/dino-vitb16'.*hf download"):
+    with pytest.raises(VipkitError, match=r"'subject_consistency' cannot score: reward option `dino_model` = 'facebook/dino-vitb16'.*hf download"):
         VBenchReward.from_options({"dimensions": ["temporal_flickering", "subject_consistency"]})
     with pytest.raises(VipkitError, match=r"'dynamic_degree' cannot score: it needs torchvision's RAFT"):
         VBenchReward.from_options({"dimensions": ["dynamic_degree"]})

@@ -205,16 +205,15 @@ def test_bfloat16_scores_close_to_float32(tiny_reward: VideoScoreReward) -> None
     torch.testing.assert_close(half.score_raw(videos, PROMPTS[:2]), tiny_reward.score_raw(videos, PROMPTS[:2]), rtol=0, atol=0.1)
 
 
-def test_a_missing_model_directory_is_a_user_error(tmp_path: Path) -> None:
-    reward = VideoScoreReward.from_options({"model": str(tmp_path / "nothing_here"), "device": "cpu"})
+def test_a_missing_model_directory_is_a_user_error_when_the_reward_is_built(tmp_path: Path) -> None:
     with pytest.raises(VipkitError, match=r"`model`.*nothing_here.*is not a directory"):
-        reward.score(random_videos(1), PROMPTS[:1])
+        VideoScoreReward.from_options({"model": str(tmp_path / "nothing_here"), "device": "cpu"})
 
 
-def test_an_unreachable_hub_id_says_how_to_download() -> None:
-    reward = VideoScoreReward.from_options({"device": "cpu"})  # HF_HUB_OFFLINE=1 in the tests
-    with pytest.raises(VipkitError, match=r"could not load a VideoScore model.*hf download TIGER-Lab/VideoScore-v1.1"):
-        reward.score(random_videos(1), PROMPTS[:1])
+def test_an_unreachable_hub_id_says_how_to_download_when_the_reward_is_built() -> None:
+    with pytest.raises(VipkitError, match=r"HF_HUB_OFFLINE is set.*`hf download TIGER-Lab/VideoScore-v1.1 --local-dir "
+                       r"models/VideoScore-v1.1` and set reward option `model` to 'models/VideoScore-v1.1'"):
+        VideoScoreReward.from_options({"device": "cpu"})  # HF_HUB_OFFLINE=1 in the tests
 
 
 @pytest.mark.parametrize(

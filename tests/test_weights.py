@@ -69,7 +69,7 @@ def test_pickle_only_clip_folder_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
-    model = tiny_model(num_inference_steps=2)
+    model = tiny_model("animatediff", num_inference_steps=2)
     model.remove_block(model.blocks()[0].name)
     directory = tmp_path_factory.mktemp("saved") / "model"
     save_model(model, directory)

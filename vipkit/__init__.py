@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vipkit.errors import VipkitError
+from vipkit.family_kit import DenoiserFamily, FamilyConfig
 from vipkit.hookspecs import hookimpl
 from vipkit.interfaces import (
     Block,
@@ -26,6 +28,7 @@ from vipkit.interfaces import (
     VideoModel,
     mean_scores,
 )
+from vipkit.progress import track
 from vipkit.transfer import to_device
 
 __version__ = "0.1.0"
@@ -36,7 +39,9 @@ __all__ = [
     "CandidateVideos",
     "Component",
     "Config",
+    "DenoiserFamily",
     "DistillLoss",
+    "FamilyConfig",
     "Generation",
     "ImportanceScorer",
     "LossOutput",
@@ -44,17 +49,30 @@ __all__ = [
     "PairBatch",
     "PairCurator",
     "PairSet",
+    "PassThrough",
     "Plan",
+    "PrunableModule",
     "Pruner",
     "RewardModel",
     "Scores",
     "VideoModel",
+    "VipkitError",
     "hookimpl",
     "load",
     "load_model",
     "mean_scores",
     "to_device",
+    "track",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The block-removal kit (``vipkit.prunable``) needs torch: it is imported on first use, not with vipkit."""
+    if name in ("PassThrough", "PrunableModule"):
+        from vipkit import prunable
+
+        return getattr(prunable, name)
+    raise AttributeError(f"module 'vipkit' has no attribute {name!r}")
 
 
 def load_model(path: str) -> VideoModel:

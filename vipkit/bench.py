@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -24,8 +23,8 @@ from vipkit.interfaces import Objective, mean_scores
 from vipkit.media import eight_bit, save_gif_grid
 from vipkit.plugins import load_plugins
 from vipkit.report import markdown_table
-from vipkit.reward_checks import checked
-from vipkit.score_cache import with_score_cache
+from vipkit.reward_stack import reward_stack
+from vipkit.seeds import video_seeds
 from vipkit.timing import seconds_per_video
 
 Log = Callable[[str], None]
@@ -42,11 +41,9 @@ def run_bench(matrix: BenchMatrix, out: Path, log: Log) -> dict[str, Any]:
     for sub in ("models", "samples", "cache/scores"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plugins = load_plugins()
-    reward = with_score_cache(
-        checked(matrix.reward.build(plugins), plugins.registry("rewards").source), out / "cache" / "scores", partial(plugins.provider, "rewards")
-    )
+    reward = reward_stack(matrix.reward.build(plugins), plugins, out / "cache" / "scores")
     objective = Objective(dict(matrix.objective.weights))
-    seeds = [matrix.seed + i for i in range(len(matrix.prompts))]
+    seeds = video_seeds(matrix.seed, "eval", len(matrix.prompts))
     rows = []
     for index, model in enumerate(matrix.models):
         stored = out / "models" / f"{index:03d}-{_slug(model.label)}.json"

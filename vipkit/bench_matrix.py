@@ -7,32 +7,29 @@ The same TOML vocabulary as a recipe: ``[[models]]`` tables are ``[model]`` tabl
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vipkit.errors import VipkitError
 from vipkit.interfaces import VideoModel
 from vipkit.plugins import Plugins, load_plugins
-from vipkit.recipe import (
-    MAX_SEED,
-    CombinedRewardSpec,
-    ComponentSpec,
-    ObjectiveSection,
-    RecipeError,
-    _non_finite_numbers,
-    _pydantic_errors,
-    _read_text,
-    _strict,
-    _Validator,
-)
+from vipkit.recipe import ObjectiveSection
 from vipkit.saved_model import MANIFEST, load_saved_model
+from vipkit.validation import CombinedRewardSpec, ComponentSpec, ProblemsError, TomlValidator, parse_toml, read_text
 from vipkit.weights import file_sha256
 
 _TOP_LEVEL = {"seed", "description", "prompts", "models", "reward", "rewards", "objective"}
+
+
+class MatrixError(ProblemsError):
+    """A bench matrix with one or more problems; ``errors`` holds one ``key: message`` line each."""
+
+    what = "bench matrix"
 
 
 class BenchPrompts(BaseModel):
@@ -82,7 +79,7 @@ class BenchMatrix:
     objective: ObjectiveSection
 
 
-class _MatrixValidator(_Validator):
+class _MatrixValidator(TomlValidator):
     def models(self) -> list[BenchModel]:
         tables = self.data.get("models")
         if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
@@ -116,38 +113,38 @@ class _MatrixValidator(_Validator):
         return found
 
     def prompts(self) -> list[str]:
-        try:
-            section = _strict(BenchPrompts, self.data.get("prompts", {}))
-        except ValidationError as exc:
-            self.errors.extend(_pydantic_errors("prompts", exc, BenchPrompts))
-            return []
-        return self.prompt_list(section, "eval")  # type: ignore[arg-type]  # same fields as PromptsSection's eval
+        section = self.section("prompts", BenchPrompts)
+        return [] if section is None else self.prompt_list("eval", section.eval, section.eval_file)
 
     def matrix(self, source: str) -> BenchMatrix:
-        for key in sorted(set(self.data) - _TOP_LEVEL):
-            self.errors.append(f"{key}: unknown key (known: {', '.join(sorted(_TOP_LEVEL))})")
-        self.errors.extend(_non_finite_numbers(self.data))
-        seed = self.data.get("seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-            self.errors.append(f"seed: must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+        self.top_level(_TOP_LEVEL)
+        seed = self.seed()
         models, prompts, reward = self.models(), self.prompts(), self.reward()
-        objective = self.section("objective")
-        if isinstance(objective, ObjectiveSection) and reward is not None:
-            self.objective_weights(objective, reward)
+        objective = self.section("objective", ObjectiveSection)
+        if objective is not None and reward is not None:
+            self.objective_weights(objective.weights, reward)
         if self.errors:
-            raise RecipeError(source, self.errors, what="bench matrix")
-        assert reward is not None and isinstance(objective, ObjectiveSection)
+            raise MatrixError(source, self.errors)
+        assert reward is not None and objective is not None
         return BenchMatrix(source, seed, prompts, models, reward, objective)
 
 
 def load_matrix(path: str | Path, plugins: Plugins | None = None) -> BenchMatrix:
     """Read and validate a bench matrix; relative paths resolve against its folder."""
     path = Path(path)
-    text = _read_text(path, "bench matrix")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(str(path), [f"TOML syntax error: {exc}"], what="bench matrix") from None
+    data = parse_toml(read_text(path, "bench matrix"), str(path), MatrixError)
     if not data:
         raise VipkitError(f"{path}: the bench matrix is empty; it needs [[models]], [reward] (or [[rewards]]) and [prompts] eval")
     return _MatrixValidator(data, path.parent, plugins or load_plugins()).matrix(str(path))
+
+
+def is_matrix(path: Path) -> bool:
+    """Whether ``path`` holds a bench matrix (``[[models]]`` tables) rather than a recipe; an unreadable file is not."""
+    try:
+        text = read_text(path, "file")
+    except VipkitError:
+        return False
+    try:
+        return isinstance(tomllib.loads(text).get("models"), list)
+    except tomllib.TOMLDecodeError:  # told apart all the same, so that its syntax error calls it a bench matrix
+        return re.search(r"^\s*\[\[\s*models\s*\]\]", text, re.MULTILINE) is not None

@@ -79,18 +79,25 @@ SET_HELP = (
 
 @app.command()
 def validate(
-    recipes: Annotated[list[Path], typer.Argument(help="recipe files to check")],
+    files: Annotated[list[Path], typer.Argument(help="recipe or bench matrix files to check")],
     overrides: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
-    """Check recipes without loading any model; every problem is listed with its key."""
+    """Check recipes and bench matrices (files with [[models]]) without loading any model; every problem is listed with its key."""
+    from vipkit.bench_matrix import is_matrix, load_matrix
     from vipkit.errors import VipkitError
     from vipkit.recipe import load_recipe
 
     failed = 0
-    for path in recipes:
+    for path in files:
         try:
-            load_recipe(path, overrides=overrides or ())
-            console.print(f"[green]ok[/] {path}")
+            if not is_matrix(path):
+                load_recipe(path, overrides=overrides or ())
+                console.print(f"[green]ok[/] {path}", soft_wrap=True)
+            elif overrides:
+                raise VipkitError(f"{path} is a bench matrix: --set changes recipes only; edit the matrix instead")
+            else:
+                load_matrix(path)
+                console.print(f"[green]ok[/] {path} (bench matrix)", soft_wrap=True)
         except VipkitError as exc:
             failed += 1
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
@@ -128,14 +135,23 @@ def compress(
             parts = prepare(resolved, load_plugins(), log=lambda line: console.print(line, highlight=False))
         except VipkitError as exc:
             raise _fail(str(exc)) from None
-        kinds = set(resolved.schedule.block_kinds)
-        candidates = [block for block in parts.teacher.blocks() if block.kind in kinds]
+        candidates, kinds = parts.plan.candidates, parts.plan.block_kinds
         console.print(
             f"model: {parts.teacher.num_parameters():,} denoiser parameters, {len(candidates)} prunable blocks of kinds "
             f"{', '.join(sorted(kinds))} ({sum(b.params for b in candidates):,} parameters); reward dimensions: "
             f"{', '.join(parts.reward.dimensions)}",
             highlight=False,
         )
+        from vipkit.measure import cpu_estimate
+
+        if (estimate := cpu_estimate(parts.teacher)) is not None:
+            seconds = estimate.seconds_per_video
+            console.print(
+                f"model on the CPU: at least {seconds:,.1f} s per video{f' ({seconds / 3600:,.1f} h)' if seconds >= 3600 else ''}: "
+                f"{estimate.steps} steps × {estimate.flops_per_call / 1e9:,.1f} GFLOP per denoiser call (guidance batch "
+                f"included) at the {estimate.flops_per_second / 1e9:,.0f} GFLOP/s this CPU multiplies matrices at",
+                highlight=False,
+            )
         console.print(f"dry run: the plan checks out, nothing was run; the run directory would be {out}")
         return
     from vipkit import distributed, progress

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +43,11 @@ from vipkit.plugins import Plugins, load_plugins
 from vipkit.preflight import check_plan
 from vipkit.recipe import Recipe
 from vipkit.report import write_report
-from vipkit.reward_checks import checked
+from vipkit.reward_stack import reward_stack
 from vipkit.rundir import RunDirectory
 from vipkit.saved_model import load_saved_model, save_model
-from vipkit.score_cache import cache_summary, with_score_cache
+from vipkit.score_cache import cache_summary
+from vipkit.seeds import stage_seed, video_seeds
 from vipkit.timing import PhaseTimes, add_phases, max_phases, seconds_per_video
 from vipkit.training import WeightedLoss, describe_split, train_on_pairs
 from vipkit.weights import file_sha256
@@ -57,7 +57,7 @@ SAMPLE_VIDEOS = 4  # evaluation videos shown side by side in each GIF
 
 
 @dataclass
-class Parts:
+class BuiltRecipe:
     """The recipe's components, built, and the plan they were checked against."""
 
     teacher: VideoModel
@@ -69,21 +69,38 @@ class Parts:
     plan: Plan | None = None  # set by ``prepare`` once the recipe checks out against the parts
 
     @classmethod
-    def build(cls, recipe: Recipe, plugins: Plugins) -> Parts:
-        return cls(
-            teacher=recipe.model.build(plugins),
-            reward=recipe.reward.build(plugins),
-            scorer=recipe.scorer.build(plugins),
-            pruner=recipe.pruner.build(plugins),
-            curator=recipe.curator.build(plugins),
-            losses=[WeightedLoss(spec.weight, spec.build(plugins)) for spec in recipe.losses],
-        )
+    def build(cls, recipe: Recipe, plugins: Plugins) -> BuiltRecipe:
+        """Build every component, each combined reward's part on its own; their errors (a missing model each) come
+        as one error, so a recipe that lacks several models says so at once, not one failed attempt at a time."""
+        from vipkit.combined_reward import CombinedReward
+        from vipkit.recipe import CombinedRewardSpec, ComponentSpec
+
+        errors: list[str] = []
+
+        def built(spec: ComponentSpec) -> Any:
+            try:
+                return spec.build(plugins)
+            except VipkitError as exc:
+                errors.append(str(exc))
+                return None
+
+        teacher = built(recipe.model)
+        combined = recipe.reward.parts if isinstance(recipe.reward, CombinedRewardSpec) else None
+        rewards = {alias: built(spec) for alias, spec in (combined or {"": recipe.reward}).items()}
+        scorer, pruner, curator = (built(spec) for spec in (recipe.scorer, recipe.pruner, recipe.curator))
+        losses = [WeightedLoss(spec.weight, built(spec)) for spec in recipe.losses]
+        if len(errors) == 1:
+            raise VipkitError(errors[0])
+        if errors:
+            raise VipkitError(f"{len(errors)} components could not be built:\n" + "\n".join(f"  - {e}" for e in errors))
+        reward = CombinedReward(rewards) if combined else rewards[""]
+        return cls(teacher=teacher, reward=reward, scorer=scorer, pruner=pruner, curator=curator, losses=losses)
 
 
 class Compression:
     """One run of a recipe into a run directory."""
 
-    def __init__(self, recipe: Recipe, run: RunDirectory, parts: Parts, log: Log, times: PhaseTimes) -> None:
+    def __init__(self, recipe: Recipe, run: RunDirectory, parts: BuiltRecipe, log: Log, times: PhaseTimes) -> None:
         self.recipe = recipe
         self.run = run
         self.parts = parts
@@ -91,12 +108,12 @@ class Compression:
         self.times = times  # the run's own phases (load, the teacher's videos, the final save); stages keep theirs
         self.objective = Objective(dict(recipe.objective.weights))
         self.eval_prompts = recipe.prompts_eval
-        self.eval_seeds = [recipe.seed + i for i in range(len(self.eval_prompts))]
+        self.eval_seeds = video_seeds(recipe.seed, "eval", len(self.eval_prompts))
         self.probe_prompts = recipe.prompts_probe or self.eval_prompts
-        self.probe_seeds = [recipe.seed + 200_000 + i for i in range(len(recipe.prompts_probe))] or self.eval_seeds
+        self.probe_seeds = video_seeds(recipe.seed, "probe", len(recipe.prompts_probe)) or self.eval_seeds
         k = recipe.videos_per_prompt
         self.train_prompts = [p for p in recipe.prompts_train for _ in range(k)]
-        self.train_seeds = [recipe.seed + 100_000 + i for i in range(len(self.train_prompts))]
+        self.train_seeds = video_seeds(recipe.seed, "train", len(self.train_prompts))
         self.teacher_cache = GenerationCache(run.teacher_cache, recipe.model.dump())
         self._teacher_eval: tuple[Generation, Scores] | None = None
         self._weights = "teacher"  # whose weights the student has: the teacher's until a stage trains it
@@ -155,8 +172,8 @@ class Compression:
     # -- one stage ----------------------------------------------------------------------------
     def prune_and_curate(self, student: VideoModel, stage: int) -> dict[str, Any]:
         """Rank, prune, find degraded dimensions, build pairs; stored before any training."""
-        kinds = set(self.recipe.schedule.block_kinds)
-        candidates = [block for block in student.blocks() if block.kind in kinds]
+        kinds = self.recipe.schedule.block_kinds
+        candidates = student.blocks_of(kinds)
         if not candidates:
             raise VipkitError(
                 f"stage {stage}: no block of the kinds {sorted(kinds)} is left to prune (schedule.block_kinds); "
@@ -221,7 +238,7 @@ class Compression:
                     pairs,
                     self.parts.losses,
                     self.recipe.train,
-                    seed=self.recipe.seed * 1_000 + stage,
+                    seed=stage_seed(self.recipe.seed, stage),
                     log=lambda metrics: self.run.log_metrics({"stage": stage, **metrics}),
                     stage=stage,
                     checkpoints=CheckpointStore(self.run.checkpoints, self.recipe.train.keep_checkpoints),
@@ -362,18 +379,16 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
     problem = distributed.broadcast(problem)
     if problem is not None:
         raise VipkitError(problem)
-    every_score_checked = checked(parts.reward, plugins.registry("rewards").source)
-    provider_of = partial(plugins.provider, "rewards")
-    parts.reward = with_score_cache(every_score_checked, run.score_cache, provider_of)  # a resumed run rescores nothing
+    parts.reward = reward_stack(parts.reward, plugins, run.score_cache)  # a resumed run rescores nothing
     results = Compression(recipe, run, parts, log, times).run_all()
     log(f"rewards: {cache_summary(parts.reward)}")
     return results
 
 
-def prepare(recipe: Recipe, plugins: Plugins, log: Log) -> Parts:
+def prepare(recipe: Recipe, plugins: Plugins, log: Log) -> BuiltRecipe:
     """Build the components and check the plan against them (``compress --dry-run`` stops here); writes nothing."""
     log(f"building components ({recipe.model.name}, {recipe.reward.name}, {recipe.scorer.name}, {recipe.pruner.name}, {recipe.curator.name}, {', '.join(l.name for l in recipe.losses)})")
-    parts = Parts.build(recipe, plugins)
+    parts = BuiltRecipe.build(recipe, plugins)
     parts.plan = check_plan(recipe, parts)
     return parts
 

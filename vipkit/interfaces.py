@@ -11,7 +11,7 @@ torch is imported only for type checking so that ``vipkit --help`` stays fast.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -86,13 +86,26 @@ class VideoModel(Component):
     """A text-to-video model family: load, list and remove blocks, generate, train, save.
 
     Training runs on latents in the family's own layout; the losses only use the methods below,
-    so they work for every family.
+    so they work for every family. The class attributes are the family's defaults for a recipe that
+    leaves them unset (``schedule.block_kinds``, ``train.trainable``, ``train.lora.target_modules``).
     """
+
+    default_block_kinds: ClassVar[tuple[str, ...]] = ()
+    """Block kinds a recipe prunes when it names none (empty: the recipe must name them)."""
+    default_trainable: ClassVar[str] = "all"
+    """The ``trainable_parameters`` scope a recipe trains when it names none."""
+    lora_targets: ClassVar[tuple[str, ...]] = ()
+    """Name endings of the denoiser's Linear layers that ``train.lora`` adapts when the recipe names none."""
 
     # -- structure -------------------------------------------------------------------------
     @abstractmethod
     def blocks(self) -> list[Block]:
         """Every prunable block still present, in a stable order."""
+
+    def blocks_of(self, kinds: Iterable[str]) -> list[Block]:
+        """The blocks still present whose kind is one of ``kinds``: the candidates a stage may prune."""
+        wanted = set(kinds)
+        return [block for block in self.blocks() if block.kind in wanted]
 
     @abstractmethod
     def remove_block(self, name: str) -> None:

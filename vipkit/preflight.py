@@ -15,10 +15,10 @@ from vipkit.interfaces import Component, Plan
 from vipkit.recipe import ComponentSpec, Recipe, RecipeError
 
 if TYPE_CHECKING:
-    from vipkit.engine import Parts
+    from vipkit.engine import BuiltRecipe
 
 
-def _components(recipe: Recipe, parts: Parts) -> list[tuple[ComponentSpec, Component]]:
+def _components(recipe: Recipe, parts: BuiltRecipe) -> list[tuple[ComponentSpec, Component]]:
     pairs: list[tuple[ComponentSpec, Component]] = [
         (recipe.model, parts.teacher),
         (recipe.reward, parts.reward),
@@ -29,7 +29,7 @@ def _components(recipe: Recipe, parts: Parts) -> list[tuple[ComponentSpec, Compo
     return pairs + [(spec, item.loss) for spec, item in zip(recipe.losses, parts.losses, strict=True)]
 
 
-def check_plan(recipe: Recipe, parts: Parts) -> Plan:
+def check_plan(recipe: Recipe, parts: BuiltRecipe) -> Plan:
     """The plan the run will follow; raise ``RecipeError`` listing every contradiction in it."""
     model, errors = parts.teacher, []
     blocks = model.blocks()
@@ -52,7 +52,7 @@ def check_plan(recipe: Recipe, parts: Parts) -> Plan:
                 f"objective.weights.{dimension}: the reward {recipe.reward.name!r} as configured does not score it "
                 f"(it scores: {', '.join(dimensions)})"
             )
-    plan = Plan(model, parts.reward, recipe.schedule.stages, kinds, tuple(b for b in blocks if b.kind in kinds))
+    plan = Plan(model, parts.reward, recipe.schedule.stages, kinds, tuple(model.blocks_of(kinds)))
     for spec, component in _components(recipe, parts):
         errors += [f"{spec.key}.{problem}" for problem in component.check_plan(plan)]
     if errors:

@@ -4,10 +4,9 @@ the dimension and the prompt, instead of silently steering pruning and pairs wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from vipkit.combined_reward import CombinedReward
 from vipkit.errors import VipkitError
 from vipkit.interfaces import RewardModel, Scores
 
@@ -19,14 +18,6 @@ RANGE_TOLERANCE = 1e-4  # float rounding at the edges of a declared range is not
 
 class RewardOutputError(VipkitError):
     """A reward broke its contract while a run was scoring videos."""
-
-
-def checked(reward: RewardModel, source_of: Callable[[str], str]) -> RewardModel:
-    """``reward`` with every score checked; a combined reward's parts are checked one by one, so that a
-    score cache around them (``vipkit.score_cache``) only ever stores scores that passed."""
-    if isinstance(reward, CombinedReward):
-        return CombinedReward({alias: checked(part, source_of) for alias, part in reward.parts.items()})
-    return CheckedReward(reward, source_of(reward.name))
 
 
 class CheckedReward(RewardModel):

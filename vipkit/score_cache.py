@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,15 +111,6 @@ class CachedReward(RewardModel):
                 "dtypes": {dim: str(value.dtype).removeprefix("torch.") for dim, value in scores.items()},
             },
         )
-
-
-def with_score_cache(reward: RewardModel, root: Path | None, provider_of: Callable[[str], str] | None = None) -> RewardModel:
-    """``reward`` with its results cached under ``root``; a combined reward caches each part on its own,
-    so changing one part's options rescores only that part. ``provider_of(reward name)`` names the plugin
-    and version providing it (``Plugins.provider``)."""
-    if isinstance(reward, CombinedReward):
-        return CombinedReward({alias: with_score_cache(part, root, provider_of) for alias, part in reward.parts.items()})
-    return CachedReward(reward, root, provider_of(reward.name) if provider_of is not None else "")
 
 
 def cache_summary(reward: RewardModel) -> str:

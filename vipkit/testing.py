@@ -9,14 +9,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vipkit.interfaces import Component, Config, DistillLoss, LossOutput, PairBatch, RewardModel, Scores, VideoModel
+from vipkit.contracts import ContractError, component_violations
+from vipkit.interfaces import DistillLoss, LossOutput, PairBatch, RewardModel, Scores, VideoModel
+from vipkit.model_contract import check_model
 from vipkit.plugins import load_plugins
+
+__all__ = ["ContractError", "check_loss", "check_model", "check_reward", "sample_videos", "tiny_model"]
 
 SAMPLE_PROMPTS = ("a red square moving left", "a blue circle moving up", "a green star spinning")
 
 
-def tiny_model(family: str = "animatediff", **options: Any) -> VideoModel:
-    """A registered model family's tiny random preset (built from configs, no download)."""
+def tiny_model(family: str, **options: Any) -> VideoModel:
+    """A registered model family's tiny random preset (built from configs, no download), e.g. ``tiny_model("animatediff")``."""
     cls = load_plugins().registry("models").get(family)
     return cls.from_options({"preset": "tiny", **options})  # type: ignore[return-value]
 
@@ -35,20 +39,6 @@ def sample_videos(batch: int = 2, frames: int = 4, height: int = 32, width: int 
             frame[:, top : top + height // 4, left : left + width // 4] = colour.view(3, 1, 1)
             videos[b, f] = frame
     return videos
-
-
-class ContractError(AssertionError):
-    """Every way a component class breaks its interface's contract, one line each (raised by the ``check_*``)."""
-
-    def __init__(self, cls: type, violations: list[str], interface: type[Component] = RewardModel) -> None:
-        self.violations = violations
-        label = f"{cls.__module__}.{cls.__qualname__}"
-        count = f"{len(violations)} way{'s' if len(violations) != 1 else ''}"
-        super().__init__(
-            f"{label} breaks the {interface.__name__} contract in {count}:\n"
-            + "\n".join(f"  - {v}" for v in violations)
-            + f"\n(the contract: docs/plugins.md, section 'The {interface.__name__} contract')"
-        )
 
 
 Range = tuple[float, float]
@@ -124,31 +114,12 @@ def check_reward(
 
 
 def _class_violations(cls: type[RewardModel]) -> list[str]:
-    found = _component_violations(cls)
+    found = component_violations(cls)
     dims = getattr(cls, "dimensions", None)
     if not (isinstance(dims, tuple) and dims and all(isinstance(d, str) and d for d in dims)):
         found.append(f"`dimensions` must be a non-empty tuple of non-empty str, got {dims!r}")
     elif len(set(dims)) != len(dims):
         found.append(f"`dimensions` has duplicates: {dims}")
-    return found
-
-
-def _component_violations(cls: type[Component]) -> list[str]:
-    """What every component owes recipes: a name to be found by, and options that validate themselves."""
-    found = []
-    if not (isinstance(getattr(cls, "name", None), str) and cls.name):
-        found.append("`name` must be a non-empty str class attribute (recipes name the component by it)")
-    if not (isinstance(cls.Config, type) and issubclass(cls.Config, Config)):
-        found.append("`Config` must subclass vipkit.Config (validated, frozen, unknown keys rejected)")
-        return found
-    try:
-        cls.Config.model_validate({"__no_such_option__": 1})
-        found.append("`Config` accepts unknown keys, so recipe typos pass silently; subclass vipkit.Config and keep extra='forbid'")
-    except ValueError:
-        pass
-    undescribed = [name for name, field in cls.Config.model_fields.items() if not field.description]
-    if undescribed:
-        found.append(f"`Config` options without a description (Field(..., description=...)): {', '.join(undescribed)}")
     return found
 
 
@@ -234,7 +205,7 @@ def _is_metric(value: Any) -> bool:
 
 
 def check_loss(
-    cls: type[DistillLoss], options: dict[str, Any] | None = None, family: str = "animatediff", scope: str = "all", **model_options: Any
+    cls: type[DistillLoss], options: dict[str, Any] | None = None, *, family: str, scope: str | None = None, **model_options: Any
 ) -> LossOutput:
     """Check that ``cls`` keeps the DistillLoss contract on a tiny teacher and its pruned copy; return the output.
 
@@ -242,17 +213,18 @@ def check_loss(
     every component; built from ``options``; ``begin_stage`` then ``compute`` on a batch of two pairs
     returns a ``LossOutput`` whose ``loss`` is a finite floating scalar with autograd history and whose
     ``metrics`` are finite floats or detached 0-dim floating tensors; the same generator seed gives the same loss; ``compute`` changes no
-    weight; ``backward`` gives the student's ``scope`` parameters finite gradients, not all zero.
-    ``model_options`` go to ``tiny_model`` (e.g. smaller ``num_frames`` for speed).
+    weight; ``backward`` gives the student's ``scope`` parameters (default: the family's trainable scope)
+    finite gradients, not all zero. ``model_options`` go to ``tiny_model`` (e.g. smaller ``num_frames`` for speed).
     """
     if not (isinstance(cls, type) and issubclass(cls, DistillLoss)):
         raise ContractError(type(cls), [f"{cls!r} is not a vipkit.DistillLoss subclass"], DistillLoss)
-    violations = _component_violations(cls)
+    violations = component_violations(cls)
     try:
         loss = cls.from_options(options)
     except Exception as exc:  # noqa: BLE001
         raise ContractError(cls, [*violations, f"cannot be built from options {options or {}}: {type(exc).__name__}: {exc}"], DistillLoss) from exc
     teacher = tiny_model(family, **model_options)
+    scope = scope or teacher.default_trainable
     student = teacher.copy()
     student.remove_block(student.blocks()[0].name)  # as in a run: the student is pruned, so it differs from the teacher
     for param in [*teacher.trainable_parameters("all"), *student.trainable_parameters("all")]:

@@ -9,7 +9,6 @@ so a killed run continues bit-identically from the newest complete one.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -23,6 +22,7 @@ from vipkit.faults import fault_point
 from vipkit.interfaces import DistillLoss, PairBatch, PairSet, VideoModel
 from vipkit.progress import track
 from vipkit.recipe import LoraSection, TrainSection
+from vipkit.seeds import derive_seed  # and still importable from here, as before vipkit.seeds
 
 if TYPE_CHECKING:
     import torch
@@ -33,11 +33,6 @@ if TYPE_CHECKING:
 class WeightedLoss:
     weight: float
     loss: DistillLoss
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any tuple of numbers and words (stable across runs, processes and machines)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
 
 
 def lr_factor(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -118,14 +113,16 @@ def _lora_targets(module: torch.nn.Module, scope: set[int], endings: Sequence[st
     ]
 
 
-def add_lora(module: torch.nn.Module, scope: list[torch.nn.Parameter], lora: LoraSection) -> list[torch.nn.Parameter]:
-    """Put peft LoRA adapters on the scope's matching Linear layers; return the adapter parameters."""
+def add_lora(module: torch.nn.Module, scope: list[torch.nn.Parameter], lora: LoraSection, family_targets: Sequence[str] = ()) -> list[torch.nn.Parameter]:
+    """Put peft LoRA adapters on the scope's matching Linear layers (``lora.target_modules``, else the family's);
+    return the adapter parameters."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    targets = _lora_targets(module, {id(p) for p in scope}, lora.target_modules)
+    endings = lora.target_modules or list(family_targets)
+    targets = _lora_targets(module, {id(p) for p in scope}, endings)
     if not targets:
         raise VipkitError(
-            f"train.lora.target_modules {lora.target_modules} match no Linear layer inside the trainable scope; "
+            f"train.lora.target_modules {endings} match no Linear layer inside the trainable scope; "
             "name the endings of Linear layers of that scope (e.g. to_q, to_k, to_v, to_out.0)"
         )
     inject_adapter_in_model(LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=targets), module)
@@ -185,7 +182,7 @@ def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSec
         param.requires_grad_(False)
     # a bf16/fp16 model computes in its own dtype, also where float32 master weights meet its frozen layers
     low_precision = next((p.dtype for p in everything if p.dtype in (torch.bfloat16, torch.float16)), None)
-    scope = student.trainable_parameters(settings.trainable)
+    scope = student.trainable_parameters(settings.trainable or student.default_trainable)
     module = None
     try:
         module = student.denoiser()
@@ -196,7 +193,7 @@ def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSec
                 "which LoRA, train.compile and multi-process training need; train it on one process without "
                 "train.lora and train.compile"
             ) from None
-    params = add_lora(module, scope, settings.lora) if settings.lora is not None else scope
+    params = add_lora(module, scope, settings.lora, student.lora_targets) if settings.lora is not None else scope
     for param in params:
         param.requires_grad_(True)
     if settings.gradient_checkpointing:

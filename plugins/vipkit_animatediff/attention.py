@@ -9,14 +9,13 @@ motion modules' layers split it, whatever the kernel.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-AttentionKernel = Literal["auto", "cudnn", "flash", "efficient", "math"]
+from vipkit_animatediff.names import AttentionKernel
+
 KERNEL_ORDERS: dict[str, list[SDPBackend]] = {  # the named kernel first, the others as fallbacks for inputs it refuses
     "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
     "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],

@@ -1,4 +1,8 @@
-"""AnimateDiff (SD-1.5 UNet + motion modules, diffusers) as a vipkit VideoModel."""
+"""AnimateDiff (SD-1.5 UNet + motion modules, diffusers) as a vipkit VideoModel.
+
+torch and diffusers are imported inside methods: registering the family (``vipkit plugins``,
+``vipkit validate``) needs only this class and its Config.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +10,24 @@ import dataclasses
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
-from diffusers import AnimateDiffPipeline, DDPMScheduler
 from pydantic import Field, field_validator
-from torch import Tensor
 
 import vipkit
-from vipkit.errors import VipkitError
-from vipkit_animatediff.attention import AttentionKernel, choose_attention_kernels
-from vipkit_animatediff.blocks import motion_modules
-from vipkit_animatediff.features import recorded_block_outputs
-from vipkit_animatediff.loading import load_parts, looks_local
-from vipkit_animatediff.parts import ModelParts
-from vipkit_animatediff.persistence import save_parts
+from vipkit import VipkitError
+from vipkit.family_kit import DenoiserFamily, FamilyConfig
+from vipkit_animatediff.names import MOTION_MODULE, AttentionKernel
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SETTING_KEYS = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale", "negative_prompt", "dtype")
-TRAINABLE_SCOPES = ("motion", "all")
+if TYPE_CHECKING:
+    import torch
+    from diffusers import AnimateDiffPipeline
+    from torch import Tensor
 
-
-def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Move ``module`` only if needed, with torch's own ``to``: diffusers' override logs a warning on every dtype
-    cast ("modules that should be kept in float32: []"), even when no module needs float32."""
-    first = next(module.parameters())
-    if first.device != device or first.dtype != dtype:
-        torch.nn.Module.to(module, device, dtype)
-    return module
+    from vipkit_animatediff.parts import ModelParts
 
 
-class AnimateDiff(vipkit.VideoModel):
+class AnimateDiff(DenoiserFamily):
     """AnimateDiff on diffusers: ``UNetMotionModel`` denoiser, frozen SD-1.5 VAE and CLIP text encoder.
 
     ``device`` and ``dtype`` (torch objects) say where the denoiser runs. Tensors handed back
@@ -45,8 +36,16 @@ class AnimateDiff(vipkit.VideoModel):
     """
 
     name = "animatediff"
+    setting_keys = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale", "negative_prompt", "dtype")
+    trainable_scopes: ClassVar[dict[str, str]] = {
+        "motion": "the motion modules still present",
+        "all": "every UNet parameter",
+    }
+    default_trainable = "motion"
+    default_block_kinds = (MOTION_MODULE,)
+    lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
 
-    class Config(vipkit.Config):
+    class Config(FamilyConfig):
         base: str = Field(
             "stable-diffusion-v1-5/stable-diffusion-v1-5",
             description="Hub id or local directory of an SD-1.5 diffusers pipeline, or a directory written by "
@@ -62,7 +61,6 @@ class AnimateDiff(vipkit.VideoModel):
             "UNet + motion adapter v1-5-2 = 1.31 B UNet parameters, SD VAE, CLIP ViT-L/14 text encoder; built on "
             "`device`) for measuring time, memory and disk before downloading. Their videos mean nothing about quality.",
         )
-        preset_seed: int = Field(0, ge=0, description="Seed of the preset's random weights (same seed, same weights).")
         height: int | None = Field(
             None, gt=0, description="Video height in pixels, a multiple of 8; None: the model's default (512, tiny 32)."
         )
@@ -77,15 +75,6 @@ class AnimateDiff(vipkit.VideoModel):
         )
         guidance_scale: float = Field(
             7.5, ge=0, description="Classifier-free guidance scale (values <= 1 turn guidance off)."
-        )
-        negative_prompt: str = Field("", description="Negative prompt for classifier-free guidance.")
-        dtype: Literal["float32", "bfloat16", "float16"] = Field(
-            "float32", description="Weights and compute dtype of every component."
-        )
-        device: str = Field(
-            "cpu",
-            pattern=r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$",
-            description="Torch device ('cpu', 'cuda', 'cuda:1', ...); 'auto' = cuda if available, else cpu.",
         )
         generation_batch_size: int = Field(8, gt=0, description="Videos generated per pipeline call.")
         spatial_attention: AttentionKernel = Field(
@@ -102,42 +91,38 @@ class AnimateDiff(vipkit.VideoModel):
         @classmethod
         def _local_source_exists(cls, source: str) -> str:
             """A local path that does not exist is caught at validation, before anything loads."""
-            if looks_local(source) and not Path(source).expanduser().exists():
+            from vipkit.model_source import is_local_path
+
+            if is_local_path(source) and not Path(source).expanduser().exists():
                 raise ValueError(
                     f"{source!r}: no such local directory (relative paths start from the current folder, "
                     f"{Path.cwd()}); point it at a downloaded model folder or give a hub id 'owner/name'"
                 )
             return source
 
-        @field_validator("height", "width")
-        @classmethod
-        def _multiple_of_8(cls, value: int | None) -> int | None:
-            if value is not None and value % 8:
-                raise ValueError(f"must be a multiple of 8 (the AnimateDiff pipeline requires it), got {value}")
-            return value
+    config: Config
 
-    def __init__(self, config: Config | None = None) -> None:
-        super().__init__(config)
-        self._attach(load_parts(self.config, DTYPES[self.config.dtype]))
+    # -- the parts ---------------------------------------------------------------------------
+    def _load_parts(self) -> ModelParts:
+        import torch
+
+        from vipkit_animatediff.loading import load_parts
+
+        return load_parts(self.config, getattr(torch, self.config.dtype))
 
     def _attach(self, parts: ModelParts) -> None:
-        """Resolve the settings, place every part on the device, and build the pipeline around them."""
-        config = self.config
-        given = {key: getattr(config, key) for key in SETTING_KEYS}
-        explicit = {key: value for key, value in given.items() if key in config.model_fields_set and value is not None}
-        fallback = {key: value for key, value in given.items() if value is not None}
-        merged = {**fallback, **parts.default_settings, **explicit}  # explicit > the source's defaults > Config's
-        self._settings: dict[str, Any] = {key: merged[key] for key in SETTING_KEYS}
-        self.dtype = DTYPES[self._settings["dtype"]]
-        auto = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(auto if config.device == "auto" else config.device)
-        _place(parts.unet.module, self.device, self.dtype).eval()
+        """Place every part on the device and build the pipeline around them."""
+        from diffusers import AnimateDiffPipeline, DDPMScheduler
+
+        from vipkit.family_kit import place
+        from vipkit_animatediff.attention import choose_attention_kernels
+
+        self._adopt(parts.unet, parts.default_settings)
+        place(parts.unet.module, self.device, self.dtype).eval()
         for frozen in (parts.vae, parts.text_encoder):
-            _place(frozen, self.device, self.dtype).eval().requires_grad_(False)
-        choose_attention_kernels(parts.unet.module, config.spatial_attention, config.temporal_attention)
+            place(frozen, self.device, self.dtype).eval().requires_grad_(False)
+        choose_attention_kernels(parts.unet.module, self.config.spatial_attention, self.config.temporal_attention)
         self._parts = parts
-        self._unet = parts.unet
-        self._runner: torch.nn.Module = parts.unet.module  # what predict_noise calls (the UNet, or a DDP wrapper of it)
         self._pipeline = AnimateDiffPipeline(
             vae=parts.vae,
             text_encoder=parts.text_encoder,
@@ -148,83 +133,44 @@ class AnimateDiff(vipkit.VideoModel):
         )
         self._pipeline.set_progress_bar_config(disable=True)
         self._train_scheduler = DDPMScheduler.from_config(parts.scheduler.config)
-        self._check_size()
-
-    def _check_size(self) -> None:
         scale = self._pipeline.vae_scale_factor
         for key in ("height", "width"):
             if self._settings[key] % scale:
-                raise VipkitError(
-                    f"{key} = {self._settings[key]} must be a multiple of {scale}, the VAE's downscaling factor"
-                )
+                raise VipkitError(f"{key} = {self._settings[key]} must be a multiple of {scale}, the VAE's downscaling factor")
 
-    # -- structure -------------------------------------------------------------------------
-    def blocks(self) -> list[vipkit.Block]:
-        return self._unet.blocks()
-
-    def remove_block(self, name: str) -> None:
-        self._unet.remove(name)
-
-    def restore_block(self, name: str) -> None:
-        self._unet.restore(name)
-
-    @property
-    def removed_blocks(self) -> list[str]:
-        return self._unet.removed
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self._unet.module.parameters())
-
-    def copy(self) -> AnimateDiff:
-        """A deep copy of the UNet with its removal state; VAE, text encoder and tokenizer are shared."""
-        clone = type(self).__new__(type(self))
-        vipkit.VideoModel.__init__(clone, self.config)
-        scheduler = type(self._parts.scheduler).from_config(self._parts.scheduler.config)  # stateful: not shared
-        parts = dataclasses.replace(self._parts, unet=self._unet.copy(), scheduler=scheduler)
-        parts.default_settings = dict(self._settings)
-        clone._attach(parts)
-        return clone
+    def _copied_parts(self) -> ModelParts:
+        """The UNet copied with its removals; VAE, text encoder and tokenizer shared; the scheduler (stateful) anew."""
+        scheduler = type(self._parts.scheduler).from_config(self._parts.scheduler.config)
+        return dataclasses.replace(self._parts, unet=self._prunable.copy(), scheduler=scheduler, default_settings=dict(self._settings))
 
     # -- generation ------------------------------------------------------------------------
-    @property
-    def generation_settings(self) -> dict[str, Any]:
-        return dict(self._settings)
-
-    @torch.no_grad()
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> vipkit.Generation:
-        """Seeded, batched sampling; one generator per video makes video i depend only on (prompt i, seed i)."""
-        if not prompts or len(prompts) != len(seeds):
-            raise VipkitError(f"generate needs one seed per prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
+    def _generate_batch(self, prompts: list[str], generators: list[torch.Generator]) -> vipkit.Generation:
         settings, pipe = self._settings, self._pipeline
-        size = self.config.generation_batch_size
-        videos, latents = [], []
-        for start in range(0, len(prompts), size):
-            chunk = list(prompts[start : start + size])
-            denoised = pipe(
-                prompt=chunk,
-                negative_prompt=[settings["negative_prompt"]] * len(chunk),
-                height=settings["height"],
-                width=settings["width"],
-                num_frames=settings["num_frames"],
-                num_inference_steps=settings["num_inference_steps"],
-                guidance_scale=settings["guidance_scale"],
-                generator=[torch.Generator().manual_seed(int(seed)) for seed in seeds[start : start + size]],
-                output_type="latent",
-            ).frames
-            decoded = pipe.video_processor.postprocess_video(pipe.decode_latents(denoised), output_type="pt")
-            videos.append(decoded.float().cpu())
-            latents.append(denoised.float().cpu())
-        return vipkit.Generation(videos=torch.cat(videos), latents=torch.cat(latents))
+        denoised = pipe(
+            prompt=prompts,
+            negative_prompt=[settings["negative_prompt"]] * len(prompts),
+            height=settings["height"],
+            width=settings["width"],
+            num_frames=settings["num_frames"],
+            num_inference_steps=settings["num_inference_steps"],
+            guidance_scale=settings["guidance_scale"],
+            generator=generators,
+            output_type="latent",
+        ).frames
+        decoded = pipe.video_processor.postprocess_video(pipe.decode_latents(denoised), output_type="pt")
+        return vipkit.Generation(videos=decoded.float().cpu(), latents=denoised.float().cpu())
 
     def pipeline(self) -> AnimateDiffPipeline:
         """The ready diffusers pipeline, with the pruned UNet."""
         return self._pipeline
 
     # -- training --------------------------------------------------------------------------
-    @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
         """CLIP text embeddings (B, L, D), float32 on CPU; the text encoder is frozen."""
-        embeddings, _ = self._pipeline.encode_prompt(list(prompts), self.device, 1, do_classifier_free_guidance=False)
+        import torch
+
+        with torch.no_grad():
+            embeddings, _ = self._pipeline.encode_prompt(list(prompts), self.device, 1, do_classifier_free_guidance=False)
         return embeddings.float().cpu()
 
     def predict_noise(
@@ -235,10 +181,12 @@ class AnimateDiff(vipkit.VideoModel):
         The UNet wants the conditioning once per frame, (B*F, L, D). With ``features`` the outputs
         of the down, mid and up blocks come too, in execution order.
         """
+        from vipkit_animatediff.features import recorded_block_outputs
+
         frames = noisy_latents.shape[2]
         home = dict(device=noisy_latents.device, dtype=noisy_latents.dtype)
         hidden = conditioning.to(self.device, self.dtype).repeat_interleave(frames, dim=0)
-        recorder = recorded_block_outputs(self._unet.module) if features else nullcontext([])
+        recorder = recorded_block_outputs(self._prunable.module) if features else nullcontext([])
         with recorder as recorded:
             prediction = self._runner(
                 noisy_latents.to(self.device, self.dtype), timesteps.to(self.device), encoder_hidden_states=hidden
@@ -264,37 +212,21 @@ class AnimateDiff(vipkit.VideoModel):
     def num_train_timesteps(self) -> int:
         return int(self._train_scheduler.config.num_train_timesteps)
 
-    def trainable_parameters(self, scope: str) -> list[torch.nn.Parameter]:
-        """Scope "motion": the motion modules still present; "all": every UNet parameter."""
+    def _scope_parameters(self, scope: str) -> list[torch.nn.Parameter]:
+        from vipkit_animatediff.blocks import motion_modules
+
         if scope == "motion":
-            return [p for module in motion_modules(self._unet.module) for p in module.parameters()]
-        if scope == "all":
-            return list(self._unet.module.parameters())
-        raise VipkitError(
-            f"unknown trainable scope {scope!r} for animatediff; valid scopes: {', '.join(TRAINABLE_SCOPES)}"
-        )
-
-    def train_mode(self, enabled: bool) -> None:
-        self._unet.module.train(enabled)
-
-    def denoiser(self) -> torch.nn.Module:
-        """The UNetMotionModel (removed blocks are SkipBlocks in it, their weights outside it)."""
-        return self._unet.module
-
-    def use_denoiser(self, module: torch.nn.Module) -> None:
-        self._runner = module
+            return [p for module in motion_modules(self._prunable.module) for p in module.parameters()]
+        return list(self._prunable.module.parameters())
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled:
-            self._unet.module.enable_gradient_checkpointing()
+            self._prunable.module.enable_gradient_checkpointing()
         else:
-            self._unet.module.disable_gradient_checkpointing()
+            self._prunable.module.disable_gradient_checkpointing()
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        save_parts(Path(directory), self._parts, self._pipeline, self.generation_settings)
+        from vipkit_animatediff.persistence import save_parts
 
-    @classmethod
-    def load_saved(cls, directory: Path) -> AnimateDiff:
-        """Rebuild a model written by ``save``; its saved generation settings come back as defaults."""
-        return cls(cls.Config(base=str(directory)))
+        save_parts(Path(directory), self._parts, self._pipeline, self.generation_settings)

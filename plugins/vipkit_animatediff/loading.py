@@ -1,10 +1,9 @@
 """Where a model's parts come from: a preset, a vipkit-saved directory, or hub / local weights.
 
-Hub ids and local directories are told apart the way people write them: an existing path, or one
-that starts with ``/ . ~`` or has more than one ``/``, is local; ``owner/name`` is a hub id. Every
-failure becomes a one-paragraph ``VipkitError`` naming the option and the path or id. Only safetensors
-weights load (``use_safetensors=True``; a local folder is checked file by file first) and no remote
-code is ever run.
+Hub ids and local directories are told apart by ``vipkit.model_source.is_local_path``. Both sources are
+checked before either loads, and every failure becomes a one-paragraph ``VipkitError`` naming the option
+and the path or id. Only safetensors weights load (``use_safetensors=True``; a local folder is checked
+file by file first) and no remote code is ever run.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 from diffusers import MotionAdapter, StableDiffusionPipeline
 
-from vipkit.errors import VipkitError
-from vipkit.model_source import resolve_device
+from vipkit import VipkitError
+from vipkit.model_source import ModelSource, model_source, resolve_device
 from vipkit.weights import check_weight_folder
 from vipkit_animatediff.parts import ModelParts
 from vipkit_animatediff.persistence import is_saved_model, load_saved_parts
@@ -41,21 +40,19 @@ def load_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
     if config.preset == "random":
         return random_parts(config.preset_seed, resolve_device(config.device))
     if is_saved_model(config.base):
-        return _guarded("base", config.base, SAVED_MODEL, lambda: load_saved_parts(Path(config.base).expanduser()))
-    adapter_source = _located("motion_adapter", config.motion_adapter, ADAPTER)
-    base_source = _located("base", config.base, SD_PIPELINE)  # both checked before the slow part
+        saved = model_source(config.base, "base", SAVED_MODEL)
+        return _guarded(saved, SAVED_MODEL, lambda: load_saved_parts(Path(saved.source)))
+    adapter_source, base_source = _sources(config)
     adapter = _guarded(
-        "motion_adapter",
         adapter_source,
         ADAPTER,
-        lambda: MotionAdapter.from_pretrained(adapter_source, dtype=dtype, use_safetensors=True),
+        lambda: MotionAdapter.from_pretrained(adapter_source.source, dtype=dtype, use_safetensors=True),
     )
     sd = _guarded(
-        "base",
         base_source,
         SD_PIPELINE,
         lambda: StableDiffusionPipeline.from_pretrained(
-            base_source,
+            base_source.source,
             dtype=dtype,
             use_safetensors=True,
             safety_checker=None,  # passed components are not downloaded
@@ -66,37 +63,35 @@ def load_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
     # The motion UNet takes over the 2D UNet's and the adapter's tensors. AnimateDiffPipeline would build it
     # with random weights, copy them in and cast it to the dtype it already has (a warning every load).
     components = {**sd.components, "motion_adapter": adapter, "scheduler": inference_scheduler(sd.scheduler.config)}
-    return _guarded(
-        "motion_adapter", adapter_source, f"{ADAPTER} for this base", lambda: preset_parts(components, REAL_SETTINGS)
-    )
+    try:
+        return preset_parts(components, REAL_SETTINGS)
+    except Exception as exc:  # both loaded, but they do not fit together
+        raise adapter_source.load_error(f"{ADAPTER} for this base", None, " ".join(f"{type(exc).__name__}: {exc}".split())) from exc
 
 
-def looks_local(source: str) -> bool:
-    """Whether ``source`` is written as a local path rather than an ``owner/name`` hub id."""
-    return source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
+def _sources(config: AnimateDiff.Config) -> tuple[ModelSource, ModelSource]:
+    """``motion_adapter`` and ``base`` resolved and checked (weight files, an offline hub) before the slow loads;
+    the problems of both are reported together."""
+    sources: list[ModelSource] = []
+    problems: list[str] = []
+    for option, what in (("motion_adapter", ADAPTER), ("base", SD_PIPELINE)):
+        try:
+            source = model_source(getattr(config, option), option, what)
+            if source.local:
+                _guarded(source, what, lambda: check_weight_folder(Path(source.source)))
+            source.require_available(what)
+            sources.append(source)
+        except VipkitError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise VipkitError(" ".join(problems))
+    adapter, base = sources
+    return adapter, base
 
 
-def _located(option: str, source: str, what: str) -> str:
-    """The existing local path for ``source`` (its weight files checked), or ``source`` as a hub id.
-
-    A local-looking path that does not exist was refused by ``Config`` validation already.
-    """
-    path = Path(source).expanduser()
-    if path.exists():
-        _guarded(option, str(path), what, lambda: check_weight_folder(path))
-        return str(path)
-    return source
-
-
-def _guarded(option: str, source: str, what: str, build: Callable[[], T]) -> T:
+def _guarded(source: ModelSource, what: str, build: Callable[[], T]) -> T:
     """Run ``build``, turning every failure (hub, file, format) into a VipkitError naming the option."""
     try:
         return build()
-    except VipkitError as exc:  # already says what is wrong and what to do
-        raise VipkitError(f"{option} = {source!r}: {exc}") from exc
-    except Exception as exc:  # the user's to fix: wrong path, offline hub, not that kind of checkpoint
-        reason = (str(exc).strip().splitlines() or [""])[0]
-        raise VipkitError(
-            f"could not load {option} = {source!r} as {what}: {type(exc).__name__}: {reason} "
-            f"Without internet access, download it beforehand and set {option} to the local directory."
-        ) from exc
+    except Exception as exc:  # the user's to fix: wrong folder, unreachable hub, not that kind of checkpoint
+        raise source.load_error(what, exc, f"Point {source.option} at a folder holding {what}.") from exc

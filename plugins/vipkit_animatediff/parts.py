@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vipkit_animatediff.blocks import PrunableUNet
+from vipkit.prunable import PrunableModule
 
 
 @dataclass
 class ModelParts:
     """Denoiser, frozen parts and inference scheduler, plus the source's default generation settings."""
 
-    unet: PrunableUNet
+    unet: PrunableModule  # the UNetMotionModel (vipkit_animatediff.blocks.prunable_unet)
     vae: Any  # diffusers AutoencoderKL
     text_encoder: Any  # transformers CLIPTextModel
     tokenizer: Any  # transformers CLIPTokenizer

@@ -19,7 +19,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from vipkit.weights import check_weight_folder
-from vipkit_animatediff.blocks import PrunableUNet
+from vipkit_animatediff.blocks import prunable_unet
 from vipkit_animatediff.parts import ModelParts
 
 MANIFEST = "animatediff.json"
@@ -62,7 +62,7 @@ def load_saved_parts(directory: Path) -> ModelParts:
     manifest = json.loads((directory / MANIFEST).read_text())
     with init_empty_weights():  # parameters on the meta device: no time spent on random init
         module = UNetMotionModel.from_config(UNetMotionModel.load_config(directory / "unet"))
-    unet = PrunableUNet(module)
+    unet = prunable_unet(module)
     for name in manifest["removed_blocks"]:
         unet.remove(name, keep_original=False)
     module.load_state_dict(load_file(directory / "unet" / UNET_WEIGHTS), strict=True, assign=True)

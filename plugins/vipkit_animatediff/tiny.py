@@ -11,11 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    MotionAdapter,
+    UNet2DConditionModel,
+    UNetMotionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from vipkit.tokenizers import BYTE_LEVEL_VOCAB_SIZE, byte_level_clip_tokenizer
-from vipkit_animatediff.blocks import PrunableUNet
+from vipkit_animatediff.blocks import prunable_unet
 from vipkit_animatediff.parts import ModelParts
 
 TINY_SETTINGS = {"height": 32, "width": 32, "num_frames": 8, "num_inference_steps": 10}
@@ -125,7 +131,7 @@ def preset_parts(components: dict[str, Any], settings: dict[str, Any]) -> ModelP
     state = components["unet"].state_dict() | components["motion_adapter"].state_dict()
     unet.load_state_dict(state, strict=True, assign=True)
     return ModelParts(
-        unet=PrunableUNet(unet),
+        unet=prunable_unet(unet),
         vae=components["vae"],
         text_encoder=components["text_encoder"],
         tokenizer=components["tokenizer"],

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 import vipkit
-from vipkit.errors import VipkitError
-from vipkit.model_source import resolve_device
+from vipkit import VipkitError
+from vipkit.model_source import DEVICE_PATTERN, model_source, resolve_device
 from vipkit.weights import check_weight_folder
 from vipkit_clip.tiny import VIT_L_14_SIZES, random_clip, tiny_clip
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SAVED_CLIP = "a CLIP model saved with `save_pretrained` (config.json, model.safetensors, tokenizer files)"
 
 
 @dataclass
@@ -50,11 +51,6 @@ class LoadedClip:
         return int(self.model.config.text_config.max_position_embeddings)
 
 
-def _looks_like_path(model: str) -> bool:
-    """Hub ids are ``name`` or ``owner/name``; anything else is meant as a local directory."""
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
-
-
 def _pixel_statistics(model: str, local: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std from the saved image-processor config, else OpenAI CLIP's."""
     from transformers.image_processing_base import ImageProcessingMixin
@@ -73,29 +69,15 @@ def load_clip(model: str, device: str, dtype: str, preset: str | None = None) ->
     if preset is not None:  # tiny: built on the CPU, the same weights everywhere; random: built where it runs
         clip, tokenizer = tiny_clip() if preset == "tiny" else random_clip(VIT_L_14_SIZES, device=resolve_device(device))
         return _placed(clip, tokenizer, (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD), device, dtype)
-    path = Path(model).expanduser()
-    local = path.is_dir()
-    if not local and (_looks_like_path(model) or path.exists()):
-        raise VipkitError(
-            f"reward option `model` = {model!r}: {path.resolve()} is not a directory. Point it at a folder "
-            "holding a CLIP model saved with `save_pretrained` (config.json, model.safetensors, tokenizer files)."
-        )
-    source = str(path) if local else model
+    source = model_source(model, "reward option `model`", SAVED_CLIP)
     try:
-        if local:
-            check_weight_folder(path)
-        clip = CLIPModel.from_pretrained(source, local_files_only=local, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
-    except VipkitError as exc:
-        raise VipkitError(f"reward option `model` = {model!r}: {exc}") from exc
-    except OSError as exc:
-        detail = " ".join(str(exc).split()).rstrip(".")  # one paragraph
-        raise VipkitError(
-            f"reward option `model` = {model!r}: could not load a CLIP model and tokenizer from "
-            f"{'the directory ' + str(path.resolve()) if local else 'the Hugging Face hub (unreachable or not cached)'}: "
-            f"{detail}. Download it once where the hub is reachable and set `model` to the local directory."
-        ) from None
-    return _placed(clip, tokenizer, _pixel_statistics(source, local), device, dtype)
+        if source.local:
+            check_weight_folder(Path(source.source))
+        clip = CLIPModel.from_pretrained(source.source, local_files_only=source.local, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(source.source, local_files_only=source.local)
+    except (OSError, VipkitError) as exc:
+        raise source.load_error("a CLIP model and tokenizer", exc, f"Point `model` at a folder holding {SAVED_CLIP}.") from None
+    return _placed(clip, tokenizer, _pixel_statistics(source.source, source.local), device, dtype)
 
 
 def _placed(clip: Any, tokenizer: Any, statistics: tuple[tuple[float, ...], tuple[float, ...]], device: str, dtype: str) -> LoadedClip:
@@ -169,7 +151,7 @@ class ClipReward(vipkit.RewardModel):
         batch_size: int = Field(32, gt=0, description="Frames (and prompts) per CLIP forward pass.")
         device: str = Field(
             "auto",
-            pattern=r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$",
+            pattern=DEVICE_PATTERN,
             description="Where CLIP runs: 'auto' = CUDA when available, else CPU; or a torch device "
             "('cpu', 'cuda:1'). Videos are moved there; scores come back on the CPU.",
         )
@@ -178,6 +160,11 @@ class ClipReward(vipkit.RewardModel):
         )
 
     config: Config
+
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
+        if self.config.preset is None:  # a missing model is reported with the run's other parts, not at first score
+            model_source(self.config.model, "reward option `model`", SAVED_CLIP).require_available("a CLIP model")
 
     @cached_property
     def clip(self) -> LoadedClip:

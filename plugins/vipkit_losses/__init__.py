@@ -1,4 +1,8 @@
-"""In-tree losses: ReDPO (Diffusion-DPO + SFT anchor), SFT and KD, registered like any third-party plugin."""
+"""In-tree losses: ReDPO (Diffusion-DPO + SFT anchor), SFT and KD, registered like any third-party plugin.
+
+Each loss imports torch and ``functional``/``guidance``/``noising`` inside its methods, so registering
+them (``vipkit plugins``, ``vipkit validate``) imports no torch.
+"""
 
 from __future__ import annotations
 

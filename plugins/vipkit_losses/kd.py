@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 import vipkit
-from vipkit_losses.functional import kd_loss
-from vipkit_losses.noising import noise_batch
 
 
 class KD(vipkit.DistillLoss):
@@ -26,6 +23,11 @@ class KD(vipkit.DistillLoss):
     config: Config
 
     def compute(self, student: vipkit.VideoModel, teacher: vipkit.VideoModel, batch: vipkit.PairBatch) -> vipkit.LossOutput:
+        import torch
+
+        from vipkit_losses.functional import kd_loss
+        from vipkit_losses.noising import noise_batch
+
         cfg = self.config
         noised = noise_batch(student, batch, with_losers=cfg.on == "both")
         inputs = (noised.noisy_latents, noised.timesteps, noised.conditioning)

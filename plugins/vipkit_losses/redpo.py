@@ -6,16 +6,15 @@ it to the teacher's denoising on the winning (teacher) videos.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
 
 import vipkit
-from vipkit.errors import VipkitError
-from vipkit_losses.functional import diffusion_dpo_loss, per_sample_mse, sft_loss
-from vipkit_losses.guidance import unconditional_anchor, unconditional_embedding
-from vipkit_losses.noising import noise_batch
+from vipkit import VipkitError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ReDPO(vipkit.DistillLoss):
@@ -66,9 +65,21 @@ class ReDPO(vipkit.DistillLoss):
         if self.config.reference == "student_init":
             self.student_init = frozen_copy(student)
         if self.config.uncond_weight > 0:
+            from vipkit_losses.guidance import unconditional_embedding
+
             self.uncond = unconditional_embedding(teacher)
 
     def compute(self, student: vipkit.VideoModel, teacher: vipkit.VideoModel, batch: vipkit.PairBatch) -> vipkit.LossOutput:
+        import torch
+
+        from vipkit_losses.functional import (
+            diffusion_dpo_loss,
+            per_sample_mse,
+            sft_loss,
+        )
+        from vipkit_losses.guidance import unconditional_anchor
+        from vipkit_losses.noising import noise_batch
+
         cfg = self.config
         reference = self._reference(teacher)
         noised = noise_batch(student, batch, with_losers=True)

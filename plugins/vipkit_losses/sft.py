@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 import vipkit
-from vipkit_losses.functional import sft_loss
-from vipkit_losses.noising import noise_batch
 
 
 class SFT(vipkit.DistillLoss):
@@ -24,6 +21,11 @@ class SFT(vipkit.DistillLoss):
     config: Config
 
     def compute(self, student: vipkit.VideoModel, teacher: vipkit.VideoModel, batch: vipkit.PairBatch) -> vipkit.LossOutput:
+        import torch
+
+        from vipkit_losses.functional import sft_loss
+        from vipkit_losses.noising import noise_batch
+
         noised = noise_batch(student, batch, with_losers=False)
         inputs = (noised.noisy_latents, noised.timesteps, noised.conditioning)
         prediction = student.predict_noise(*inputs)

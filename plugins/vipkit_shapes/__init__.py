@@ -1,7 +1,6 @@
 """The shapes world: a procedural text-to-video world and the ``shapes`` reward that measures it."""
 
 import vipkit
-
 from vipkit_shapes.reward import ShapesReward
 
 __all__ = ["ShapesReward"]

@@ -1,7 +1,6 @@
 """Strategy components: importance scorers, the block pruner, and the pair curator of V.I.P."""
 
 import vipkit
-
 from vipkit_strategies.block_pruner import BlockPruner
 from vipkit_strategies.degraded_dimensions import DegradedDimensions
 from vipkit_strategies.param_count import ParamCount

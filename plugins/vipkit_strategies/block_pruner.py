@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 import vipkit
-from vipkit.errors import VipkitError
+from vipkit import VipkitError
 
 
 class BlockPruner(vipkit.Pruner):

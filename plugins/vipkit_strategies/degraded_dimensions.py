@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 import vipkit
-from vipkit.errors import VipkitError
+from vipkit import VipkitError
 
 
 class DegradedDimensions(vipkit.PairCurator):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import vipkit
+from vipkit import track
 from vipkit.interfaces import Evaluate
-from vipkit.progress import track
 
 
 class RewardDrop(vipkit.ImportanceScorer):

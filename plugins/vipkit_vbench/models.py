@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from vipkit.errors import VipkitError
+from vipkit import VipkitError
 from vipkit.model_source import ModelSource
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,7 +72,12 @@ class FrameEncoder:
 
 def load_encoder(source: ModelSource | None, kind: Literal["dino", "clip"], device: torch.device, dtype: torch.dtype, tiny_seed: int) -> FrameEncoder:
     """Load DINO (``ViTModel``) or a CLIP vision tower with projection; ``source=None`` builds the tiny preset."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, ViTConfig, ViTModel
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+        ViTConfig,
+        ViTModel,
+    )
 
     if source is None:
         with torch.random.fork_rng(devices=[]):
@@ -93,7 +98,7 @@ def load_encoder(source: ModelSource | None, kind: Literal["dino", "clip"], devi
                     source.source, config=_clip_vision_config(source), local_files_only=source.local, output_loading_info=True
                 )
         except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: transformers refuses mismatched shapes
-            raise source.load_error(expected, exc, "Download it once where the hub is reachable and set the option to that directory.") from None
+            raise source.load_error(expected, exc, f"Point {source.option} at a folder holding {expected}.") from None
         if info["missing_keys"]:  # transformers would initialise them at random
             raise source.load_error(expected, None, f"Its weights lack {sorted(info['missing_keys'])[:3]}; it is not such a model.")
     return FrameEncoder(model.to(device=device, dtype=dtype).eval().requires_grad_(False), kind, device, dtype)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 import vipkit
-from vipkit.errors import VipkitError
+from vipkit import VipkitError
 from vipkit.model_source import DEVICE_PATTERN, ModelSource, model_source
 
 if TYPE_CHECKING:
@@ -47,13 +47,6 @@ RAFT_DOWNLOAD = (
     'python -c "from torchvision.models.optical_flow import raft_large, Raft_Large_Weights; '
     'raft_large(weights=Raft_Large_Weights.C_T_V1)"'
 )
-
-
-def _hub_how_to(option: str, default: str) -> str:
-    return (
-        f"Set `{option}` to a local directory holding it, or to a hub id in the Hugging Face cache "
-        f"(download once where the hub is reachable: `hf download {default} --local-dir <dir>`)."
-    )
 
 
 class VBenchReward(vipkit.RewardModel):
@@ -136,15 +129,11 @@ class VBenchReward(vipkit.RewardModel):
         return self._missing_model(option, what)
 
     def _missing_model(self, option: str, what: str) -> str | None:
-        value = getattr(self.config, option)
         try:
-            available = self._source(option, what).is_available()
+            self._source(option, what).require_available(what)
         except VipkitError as exc:
             return str(exc)
-        if available:
-            return None
-        default = self.Config.model_fields[option].default
-        return f"`{option}` = {value!r} ({what}) is not in the Hugging Face cache and the hub is offline. {_hub_how_to(option, default)}"
+        return None
 
     def _missing_file(self, option: str, how_to: str) -> str | None:
         value = getattr(self.config, option)
@@ -200,7 +189,7 @@ class VBenchReward(vipkit.RewardModel):
 
     # -- scoring -----------------------------------------------------------------------------------
     def score(self, videos: Tensor, prompts: Sequence[str]) -> vipkit.Scores:
-        from vipkit.progress import track
+        from vipkit import track
         from vipkit_vbench.totals import quality_score
 
         if videos.ndim != 5 or videos.shape[0] != len(prompts):

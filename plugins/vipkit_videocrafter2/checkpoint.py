@@ -17,10 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vipkit.errors import VipkitError
-from vipkit_videocrafter2.blocks import PrunableUNet
+from vipkit import VipkitError
+from vipkit.prunable import PrunableModule
+from vipkit_videocrafter2.blocks import prunable_unet
 from vipkit_videocrafter2.parts import ModelParts
-from vipkit_videocrafter2.text_encoder import OPEN_CLIP_HEAD_WIDTH, text_encoder_from_open_clip
+from vipkit_videocrafter2.text_encoder import (
+    OPEN_CLIP_HEAD_WIDTH,
+    text_encoder_from_open_clip,
+)
 from vipkit_videocrafter2.unet import build_unet
 from vipkit_videocrafter2.vae import vae_from_ldm
 
@@ -59,7 +63,7 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     raise VipkitError(f"{str(path)!r} is not a VideoCrafter checkpoint: no 'state_dict' or 'module' entry")
 
 
-def unet_from_state(state: Mapping[str, Tensor], unet_config: Mapping[str, Any]) -> PrunableUNet:
+def unet_from_state(state: Mapping[str, Tensor], unet_config: Mapping[str, Any]) -> PrunableModule:
     """The UNet of ``unet_config`` holding the ``model.diffusion_model.*`` tensors of ``state`` (no copy)."""
     weights = {key[len(UNET_PREFIX) :]: value for key, value in state.items() if key.startswith(UNET_PREFIX)}
     with torch.device("meta"):
@@ -73,7 +77,7 @@ def unet_from_state(state: Mapping[str, Tensor], unet_config: Mapping[str, Any])
             "Pass the `unet_config.params` table of the YAML the checkpoint was trained with."
         )
     unet.load_state_dict(weights, strict=True, assign=True)
-    return PrunableUNet(unet)
+    return prunable_unet(unet)
 
 
 def parts_from_checkpoint(

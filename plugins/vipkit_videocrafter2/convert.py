@@ -16,8 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vipkit.errors import VipkitError
-from vipkit_videocrafter2.checkpoint import parts_from_checkpoint, read_official_checkpoint
+from vipkit import VipkitError
+from vipkit_videocrafter2.checkpoint import (
+    parts_from_checkpoint,
+    read_official_checkpoint,
+)
 from vipkit_videocrafter2.loading import REAL_SETTINGS
 from vipkit_videocrafter2.persistence import save_parts
 from vipkit_videocrafter2.text_encoder import OPEN_CLIP_HEAD_WIDTH

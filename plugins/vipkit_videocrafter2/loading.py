@@ -7,13 +7,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vipkit.errors import VipkitError
+from vipkit import VipkitError
 from vipkit.model_source import resolve_device
 from vipkit_videocrafter2.checkpoint import parts_from_checkpoint
 from vipkit_videocrafter2.parts import ModelParts
 from vipkit_videocrafter2.persistence import MANIFEST, is_saved_model, load_saved_parts
 from vipkit_videocrafter2.text_encoder import OPEN_CLIP_HEAD_WIDTH, VIT_H_14_TEXT
-from vipkit_videocrafter2.tiny import TINY_SETTINGS, TINY_SIZES, CheckpointSizes, official_checkpoint, tiny_tokenizer
+from vipkit_videocrafter2.tiny import (
+    TINY_SETTINGS,
+    TINY_SIZES,
+    CheckpointSizes,
+    official_checkpoint,
+    tiny_tokenizer,
+)
 from vipkit_videocrafter2.unet_config import VC2_UNET_CONFIG
 from vipkit_videocrafter2.vae import SD_VAE
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vipkit_videocrafter2.blocks import PrunableUNet
+from vipkit.prunable import PrunableModule
 
 
 @dataclass
 class ModelParts:
     """Denoiser (with its official UNet config), frozen VAE and text encoder, tokenizer, source's default settings."""
 
-    unet: PrunableUNet
+    unet: PrunableModule  # the 3-D UNet (vipkit_videocrafter2.blocks.prunable_unet)
     unet_config: dict[str, Any]  # the official `unet_config.params` table the UNet was built from
     vae: Any  # diffusers AutoencoderKL
     text_encoder: Any  # transformers CLIPTextModel (OpenCLIP ViT-H-14 text tower up to its penultimate block)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
-from vipkit_videocrafter2.blocks import PrunableUNet
+from vipkit_videocrafter2.blocks import prunable_unet
 from vipkit_videocrafter2.parts import ModelParts
 from vipkit_videocrafter2.unet import build_unet
 
@@ -56,7 +56,7 @@ def load_saved_parts(directory: Path) -> ModelParts:
     transformers_logging.disable_progress_bar()
     manifest = json.loads((directory / MANIFEST).read_text())
     with torch.device("meta"):
-        unet = PrunableUNet(build_unet(manifest["unet_config"]))
+        unet = prunable_unet(build_unet(manifest["unet_config"]))
     for name in manifest["removed_blocks"]:
         unet.remove(name, keep_original=False)
     unet.module.load_state_dict(load_file(directory / UNET_WEIGHTS), strict=True, assign=True)

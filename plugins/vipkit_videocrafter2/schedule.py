@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vipkit.progress import track
+from vipkit import track
 from vipkit.transfer import to_device
+from vipkit_videocrafter2.names import NUM_TRAIN_TIMESTEPS
 
-NUM_TRAIN_TIMESTEPS = 1000
 LINEAR_START, LINEAR_END = 0.00085, 0.012
 LATENT_SCALE = 0.18215  # scale_factor: VAE latents are multiplied by it before diffusion
 SCALE_A, SCALE_B, SCALE_MID_STEP = 1.0, 0.7, 400  # use_scale: scale_a (default), scale_b (config), mid_step (default)

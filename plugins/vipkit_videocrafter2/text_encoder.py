@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from torch import Tensor
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from vipkit.errors import VipkitError
+from vipkit import VipkitError
 
 OPEN_CLIP_PREFIX = "cond_stage_model.model."
 VIT_H_14_TEXT = dict(width=1024, heads=16, layers=24, context_length=77, vocab_size=49408)

@@ -3,7 +3,7 @@
 ``build_unet(params)`` takes the ``model.params.unet_config.params`` table of an official config
 (e.g. ``inference_t2v_512_v2.0.yaml``); ``load_state_dict`` takes the official checkpoint's UNet keys
 with ``model.diffusion_model.`` stripped; ``forward(x, timesteps, context=..., fps=...)`` is called
-like the official module. Pruned units are replaced by ``RemovedUnit`` (parameter-free, so the
+like the official module. Pruned units are replaced by ``vipkit.prunable.PassThrough`` (parameter-free, so the
 numbering of every other key stays as in the checkpoint).
 """
 
@@ -17,8 +17,16 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from vipkit.prunable import PassThrough
 from vipkit_videocrafter2.attention import SpatialTransformer, TemporalTransformer
-from vipkit_videocrafter2.layers import Downsample, GroupNorm32, ResBlock, Upsample, embedding_mlp, timestep_embedding
+from vipkit_videocrafter2.layers import (
+    Downsample,
+    GroupNorm32,
+    ResBlock,
+    Upsample,
+    embedding_mlp,
+    timestep_embedding,
+)
 from vipkit_videocrafter2.unet_config import UNetSpec, parse_unet_config
 
 INIT_ATTN_HEADS = 8
@@ -36,20 +44,6 @@ class BlockShape:
     @property
     def keeps_shape(self) -> bool:
         return self.in_channels == self.out_channels and not self.resamples
-
-
-class RemovedUnit(nn.Module):
-    """Stands in for a pruned unit: returns its input. As a whole input/output block it drops that skip pair."""
-
-    def __init__(self, replaced: str) -> None:
-        super().__init__()
-        self.replaced = replaced
-
-    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        return x
-
-    def extra_repr(self) -> str:
-        return f"replaced={self.replaced}"
 
 
 class StepSequential(nn.Sequential):
@@ -217,7 +211,7 @@ class VideoCrafterUNet(nn.Module):
         adapter = iter(features_adapter or ())
         run = self._checkpointed if self.gradient_checkpointing and torch.is_grad_enabled() else _called
         for index, block in enumerate(self.input_blocks):
-            if isinstance(block, RemovedUnit):  # dropped with its output block: no skip
+            if isinstance(block, PassThrough):  # dropped with its output block: no skip
                 continue
             h = run(block, h, emb, context, batch)
             if index == 0 and hasattr(self, "init_attn"):
@@ -227,7 +221,7 @@ class VideoCrafterUNet(nn.Module):
             skips.append(h)
         h = run(self.middle_block, h, emb, context, batch)
         for block in self.output_blocks:
-            if isinstance(block, RemovedUnit):
+            if isinstance(block, PassThrough):
                 continue
             h = run(block, torch.cat([h, skips.pop()], dim=1), emb, context, batch)
         y = self.out(h.type(x.dtype))

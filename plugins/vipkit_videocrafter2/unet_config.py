@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from vipkit.errors import VipkitError
+from vipkit import VipkitError
 
 TRAINING_ONLY_KEYS = frozenset({"use_checkpoint"})
 """Accepted and ignored: they change memory use during training, never the computed numbers."""

@@ -13,7 +13,7 @@ from diffusers import AutoencoderKL
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from torch import Tensor
 
-from vipkit.errors import VipkitError
+from vipkit import VipkitError
 from vipkit_videocrafter2.schedule import LATENT_SCALE
 
 LDM_VAE_PREFIX = "first_stage_model."

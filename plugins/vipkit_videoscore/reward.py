@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 import vipkit
-from vipkit.model_source import DEVICE_PATTERN
-from vipkit.progress import track
+from vipkit import track
+from vipkit.model_source import DEVICE_PATTERN, model_source
 
 if TYPE_CHECKING:
     import torch
@@ -30,8 +30,8 @@ DIMENSIONS = ("visual_quality", "temporal_consistency", "dynamic_degree", "text_
 
 EXPECTED_FILES = "a VideoScore checkpoint (config.json, model*.safetensors, tokenizer files, preprocessor_config.json)"
 HOW_TO_DOWNLOAD = (
-    "Download it once where the hub is reachable, e.g. `hf download TIGER-Lab/VideoScore-v1.1 --local-dir "
-    "~/models/VideoScore-v1.1` (about 17 GB; `TIGER-Lab/VideoScore` is v1), and set `model` to that directory."
+    "Download a VideoScore checkpoint where the hub is reachable, e.g. `hf download TIGER-Lab/VideoScore-v1.1 "
+    "--local-dir models/VideoScore-v1.1` (about 17 GB; `TIGER-Lab/VideoScore` is v1), and set `model` to that folder."
 )
 
 
@@ -76,7 +76,7 @@ def load_videoscore(model: str, device: str, dtype: str, preset: str | None = No
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
-    from vipkit.model_source import model_source, resolve_device
+    from vipkit.model_source import resolve_device
     from vipkit_videoscore.inputs import ImageSettings
     from vipkit_videoscore.model import VideoScoreModel
     from vipkit_videoscore.random_preset import random_videoscore
@@ -101,7 +101,7 @@ def load_videoscore(model: str, device: str, dtype: str, preset: str | None = No
             )
             tokenizer = AutoTokenizer.from_pretrained(source.source, local_files_only=source.local)
         except (OSError, RuntimeError) as exc:  # RuntimeError: transformers refuses mismatched shapes
-            raise source.load_error("a VideoScore model and tokenizer", exc, HOW_TO_DOWNLOAD) from None
+            raise source.load_error("a VideoScore model and tokenizer", exc, f"Point `model` at a folder holding {EXPECTED_FILES}.") from None
         missing = [key for key in info["missing_keys"] if key != "score.bias"]  # the official head may omit it: zero
         if missing or info["unexpected_keys"]:
             raise source.load_error(
@@ -155,6 +155,11 @@ class VideoScoreReward(vipkit.RewardModel):
 
     config: Config
 
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
+        if self.config.preset is None:  # a missing model is reported with the run's other parts, not at first score
+            model_source(self.config.model, "reward option `model`", EXPECTED_FILES).require_available("a VideoScore model")
+
     @cached_property
     def videoscore(self) -> LoadedVideoScore:
         """Loaded on first use, so validating a recipe never loads weights."""
@@ -186,8 +191,13 @@ class VideoScoreReward(vipkit.RewardModel):
         """Right-padded token ids with their mask, and the frames as pixels ``(B, F, 3, H, W)``."""
         import torch
 
-        from vipkit.errors import VipkitError
-        from vipkit_videoscore.inputs import IMAGE_TOKEN, expand_image_tokens, pixel_values, query_text
+        from vipkit import VipkitError
+        from vipkit_videoscore.inputs import (
+            IMAGE_TOKEN,
+            expand_image_tokens,
+            pixel_values,
+            query_text,
+        )
 
         loaded = self.videoscore
         batch, num_frames = videos.shape[:2]

@@ -1,0 +1,168 @@
+"""Train a shapes-world teacher: a tiny AnimateDiff (UNetMotionModel + VAE + CLIP text encoder).
+
+Reproducible and resumable: ``--resume DIR`` continues from a checkpoint written by an earlier call
+(weights, AdamW moments, EMA, step; ``vipkit_shapes.teacher_checkpoint``), so training can be split over
+several GPU calls. The teacher is exported as a vipkit AnimateDiff model folder (load it with
+``[model] base = "<folder>"``).
+
+Stages: (1) the VAE learns to reconstruct frames of the world; (2) every training video is encoded
+once; (3) the UNet and the text encoder learn to denoise the latents, with an EMA copy that is
+exported (``vipkit_shapes.teacher_training``).
+
+    python -m vipkit_shapes.train_teacher --out OUT [--resume OUT_BEFORE/checkpoint] [--minutes 8]
+    python -m vipkit_shapes.train_teacher --export-only --resume OUT/checkpoint --out models/shapes-teacher
+
+A smaller UNet (``--unet fast``, cheap enough on a CPU) can start from a trained teacher's VAE and text
+encoder (``--init-from models/shapes-teacher``: no VAE training) and learn from that teacher's predictions
+as well as from the data (``--distill-weight``). That is how ``models/shapes-teacher-fast`` was made
+(three GPU calls, benchmarks/RESULTS.md §2):
+
+    bash benchmarks/gpu_shapes_teacher.sh 7 --unet fast --init-from models/shapes-teacher --distill-weight 1 --batch 384
+    bash benchmarks/gpu_shapes_teacher.sh 8.3 CKPT --init-from models/shapes-teacher --distill-weight 1 --batch 768
+    bash benchmarks/gpu_shapes_teacher.sh 9 CKPT --init-from models/shapes-teacher --distill-weight 1 --batch 1000 --lr-final 5e-5
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNetMotionModel
+from transformers import CLIPTextModel
+
+from vipkit_shapes.teacher_checkpoint import (
+    architecture,
+    exported_parts,
+    load_ema,
+    load_trained,
+    read_state,
+    restore_optimizer,
+    save_checkpoint,
+)
+from vipkit_shapes.teacher_data import encode_dataset, render_dataset
+from vipkit_shapes.teacher_export import export_teacher
+from vipkit_shapes.teacher_model import LATENT_POSITIONS, UNET_SPECS, build_parts
+from vipkit_shapes.teacher_training import (
+    FrozenTeacher,
+    Log,
+    UnetTraining,
+    compiled_or_eager,
+    train_unet,
+    train_vae,
+)
+
+CUDA_ATTENTION_BATCH_LIMIT = 65_535  # grid limit of the attention kernels (../shared/notes/gpu-baseline.md)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line (benchmarks/gpu_shapes_teacher.sh passes its extra arguments on to it)."""
+    parser = argparse.ArgumentParser(prog="python -m vipkit_shapes.train_teacher", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--resume", type=Path)
+    parser.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget for UNet training in this call")
+    parser.add_argument("--videos", type=int, default=32768, help="training videos (encoded once)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-final", type=float, help="cosine-decay the learning rate to this by the end of this call")
+    parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--eval-count", type=int, default=64, help="freshly sampled prompts scored at each evaluation")
+    parser.add_argument("--vae-steps", type=int, default=4000)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--export-only", action="store_true", help="write the teacher folder OUT from --resume's checkpoint (its EMA UNet) and stop")
+    parser.add_argument("--unet", choices=sorted(UNET_SPECS), default="shipped", help="UNet architecture (a resumed run keeps its own)")
+    parser.add_argument("--init-from", type=Path, help="a trained teacher folder: start from its VAE and text encoder (no VAE training)")
+    parser.add_argument("--distill-weight", type=float, default=0.0,
+        help="also regress to the --init-from teacher's prediction (its own frozen text encoder), with this weight")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Check the options, then export a checkpoint or train one call (its log: OUT/train_log.jsonl)."""
+    cli = argument_parser()
+    args = cli.parse_args(argv)
+    if args.distill_weight and not args.init_from:
+        cli.error("--distill-weight needs --init-from (the teacher to learn from)")
+    if args.export_only and not args.resume:
+        cli.error("--export-only needs --resume (the checkpoint to export)")
+    if torch.cuda.is_available() and args.batch * LATENT_POSITIONS > CUDA_ATTENTION_BATCH_LIMIT:
+        cli.error(f"--batch {args.batch} is too large for the GPU: the motion modules attend over "
+                  f"batch x {LATENT_POSITIONS} latent positions, and CUDA's attention kernels take at most "
+                  f"{CUDA_ATTENTION_BATCH_LIMIT:,} (--batch {CUDA_ATTENTION_BATCH_LIMIT // LATENT_POSITIONS} at most)")
+    if args.export_only:
+        parts = exported_parts(args.resume)
+        export_teacher(args.out, parts, parts.unet)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "train_log.jsonl", "a") as log_file:
+        started = time.time()
+
+        def log(record: dict[str, Any]) -> None:
+            record["time"] = round(time.time() - started, 1)
+            print(json.dumps(record), flush=True)
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
+        train(args, log)
+
+
+def train(args: argparse.Namespace, log: Log) -> None:
+    """One call of training: build or resume, train until ``--minutes`` are spent, write OUT/checkpoint."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.enable_cudnn_sdp(False)  # cuDNN attention backward fails on the GPU image (gpu-baseline.md)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    state = read_state(args.resume) if args.resume else None
+    unet_name = architecture(state) if state else args.unet
+    parts = build_parts(unet=unet_name)
+    teacher = None
+    if args.init_from:
+        parts.vae = AutoencoderKL.from_pretrained(args.init_from / "vae")
+        parts.text_encoder = CLIPTextModel.from_pretrained(args.init_from / "text_encoder")
+        if args.distill_weight:
+            teacher = FrozenTeacher(
+                unet=UNetMotionModel.from_pretrained(args.init_from / "unet"), text_encoder=copy.deepcopy(parts.text_encoder)
+            )
+            for module in (teacher.unet, teacher.text_encoder):
+                module.to(device).eval().requires_grad_(False)
+    for module in (parts.text_encoder, parts.vae, parts.unet):
+        module.to(device)
+    step, history = 0, []
+    videos, ids = render_dataset(args.videos, parts.tokenizer, device)
+    log({"phase": "data", "videos": list(videos.shape)})
+    if state:
+        step, history = state["step"], state["history"]
+        load_trained(parts, args.resume, state)
+        parts.vae.eval().requires_grad_(False)
+        log({"phase": "resume", "step": step})
+    elif args.init_from:
+        parts.vae.eval().requires_grad_(False)
+    else:
+        train_vae(parts.vae, videos, args.vae_steps, log)
+    latents = encode_dataset(parts.vae, videos, keep_scale=state is not None or args.init_from is not None)
+    del videos
+    log({"phase": "latents", "latents": list(latents.shape), "scaling_factor": parts.vae.config.scaling_factor})
+
+    ema = copy.deepcopy(parts.unet).requires_grad_(False)
+    if args.resume:
+        load_ema(ema, args.resume)
+    params = [*parts.unet.parameters(), *parts.text_encoder.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    if args.resume:
+        restore_optimizer(optimizer, params, args.resume, step)
+    model = compiled_or_eager(parts.unet, latents, ids, parts.text_encoder, log) if args.compile else parts.unet
+    options = UnetTraining(
+        minutes=args.minutes, batch=args.batch, lr=args.lr, lr_final=args.lr_final, eval_every=args.eval_every,
+        eval_count=args.eval_count, distill_weight=args.distill_weight,
+    )
+    step = train_unet(parts, model, ema, optimizer, latents, ids, options, step, history, log, teacher)
+    save_checkpoint(args.out / "checkpoint", parts, ema, optimizer, step, history, unet_name)
+    log({"phase": "done", "step": step})
+
+
+if __name__ == "__main__":
+    main()
