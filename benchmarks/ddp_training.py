@@ -61,19 +61,39 @@ def main() -> None:
     distributed.rank()  # join the process group first: it picks this rank's GPU
     device = "cuda" if torch.cuda.is_available() else "cpu"
     family = load_plugins().registry("models").get("animatediff")
-    options = {"preset": "tiny", "height": 16, "width": 16, "num_frames": 4, "num_inference_steps": 2} if args.tiny else {"base": args.teacher}
+    options = (
+        {"preset": "tiny", "height": 16, "width": 16, "num_frames": 4, "num_inference_steps": 2}
+        if args.tiny
+        else {"base": args.teacher}
+    )
     teacher = family.from_options({**options, "device": device})
     student = teacher.copy()
-    student.remove_block(student.blocks()[-1].name if args.tiny else next(b.name for b in student.blocks() if b.kind == "motion_module"))
+    student.remove_block(
+        student.blocks()[-1].name if args.tiny else next(b.name for b in student.blocks() if b.kind == "motion_module")
+    )
     shape = teacher.generate(["a red square moving left"], [0]).latents.shape[1:]
     count = args.batch_size * args.steps
     generator = torch.Generator().manual_seed(0)
     winners, losers = torch.randn(2, count, *shape, generator=generator)
-    pairs = vipkit.PairSet([f"prompt {i}" for i in range(count)], list(range(count)), winners, losers, torch.zeros(count), torch.zeros(count), ["x"])
+    pairs = vipkit.PairSet(
+        [f"prompt {i}" for i in range(count)],
+        list(range(count)),
+        winners,
+        losers,
+        torch.zeros(count),
+        torch.zeros(count),
+        ["x"],
+    )
     loss = load_plugins().registry("losses").get("redpo").from_options({"sft_weight": 1e4})
     settings = TrainSection(
-        epochs=1, batch_size=args.batch_size, gradient_accumulation_steps=args.accumulation, learning_rate=1e-4,
-        optimizer=args.optimizer, mixed_precision=args.mixed_precision, trainable="motion", fsdp=args.fsdp,
+        epochs=1,
+        batch_size=args.batch_size,
+        gradient_accumulation_steps=args.accumulation,
+        learning_rate=1e-4,
+        optimizer=args.optimizer,
+        mixed_precision=args.mixed_precision,
+        trainable="motion",
+        fsdp=args.fsdp,
     )
     stamps: list[float] = []
 
@@ -81,7 +101,16 @@ def main() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())
-        print(json.dumps({"step": metrics["step"], "loss": metrics["loss"], "seconds": stamps[-1] - stamps[-2] if len(stamps) > 1 else None}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "step": metrics["step"],
+                    "loss": metrics["loss"],
+                    "seconds": stamps[-1] - stamps[-2] if len(stamps) > 1 else None,
+                }
+            ),
+            flush=True,
+        )
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -105,7 +134,10 @@ def main() -> None:
     }
     if distributed.is_main():
         args.out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in student.denoiser().state_dict().items()}, str(args.out / f"weights-world-{result['world']}.safetensors"))
+        save_file(
+            {k: v.detach().float().cpu().contiguous() for k, v in student.denoiser().state_dict().items()},
+            str(args.out / f"weights-world-{result['world']}.safetensors"),
+        )
         (args.out / f"world-{result['world']}.json").write_text(json.dumps(result, indent=2))
         print(json.dumps(result), flush=True)
     distributed.finish()

@@ -43,7 +43,9 @@ def emit(record: dict[str, Any], out: Path, found: dict[str, Any]) -> None:
     (out / "full_size.json").write_text(json.dumps(found, indent=1))
 
 
-def truncated_prompts(recipe_path: Path, out: Path, train: int | None, evaluate: int | None, overrides: list[str]) -> list[str]:
+def truncated_prompts(
+    recipe_path: Path, out: Path, train: int | None, evaluate: int | None, overrides: list[str]
+) -> list[str]:
     """Overrides giving the recipe its first ``train`` / ``eval`` prompts, in the form the recipe uses (a list or a
     file: a file of the first prompts, by absolute path)."""
     recipe = load_recipe(recipe_path, overrides=overrides)
@@ -80,7 +82,12 @@ class GpuMemory:
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
-                text = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10).stdout
+                text = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout
             except (OSError, subprocess.TimeoutExpired):
                 return  # no NVIDIA GPU: nothing to watch
             used = [int(line) for line in text.split() if line.strip().isdigit()]
@@ -90,6 +97,7 @@ class GpuMemory:
 
 def disk_use(run: Path) -> dict[str, float]:
     """MiB per part of the run folder."""
+
     def size(path: Path) -> float:
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
 
@@ -131,16 +139,27 @@ def project(results: dict[str, Any], recipe: Any, measured: dict[str, int], gpus
     full_evals = sum((max(candidates - s * removed_per_stage, 1) + 1) * probe_videos for s in range(full_stages))
     steps_measured = sum(stage["train"]["steps"] for stage in stages) or 1
     steps_full = full_stages * recipe.train.epochs * math.ceil(train_videos / recipe.train.batch_size)
-    latencies = [results["teacher"]["seconds_per_video"], *(stage[k]["seconds_per_video"] for stage in stages for k in ("pruned", "distilled"))]
+    latencies = [
+        results["teacher"]["seconds_per_video"],
+        *(stage[k]["seconds_per_video"] for stage in stages for k in ("pruned", "distilled")),
+    ]
     timing = 4 * sum(latencies)  # each summary times 4 one-video calls (a warm-up and the fastest of 3)
     per_summary_video = (sec.get("evaluation", 0.0) - timing) / (measured["eval"] * len(latencies))
     return {
         "load": sec.get("load", 0.0),
-        "teacher videos": sec.get("teacher videos", 0.0) / (measured["eval"] + measured["train"]) * (eval_videos + train_videos) * split(eval_videos + train_videos),
+        "teacher videos": sec.get("teacher videos", 0.0)
+        / (measured["eval"] + measured["train"])
+        * (eval_videos + train_videos)
+        * split(eval_videos + train_videos),
         "importance scoring": sec.get("importance scoring", 0.0) / measured_evals * full_evals * split(probe_videos),
-        "pair curation": sec.get("pair curation", 0.0) / (measured["train"] * len(stages)) * train_videos * full_stages * split(train_videos),
+        "pair curation": sec.get("pair curation", 0.0)
+        / (measured["train"] * len(stages))
+        * train_videos
+        * full_stages
+        * split(train_videos),
         "training": sec.get("training", 0.0) / steps_measured * steps_full / min(gpus, recipe.train.batch_size),
-        "evaluation": timing / len(latencies) * (2 * full_stages + 1) + per_summary_video * eval_videos * (2 * full_stages + 1) * split(eval_videos),
+        "evaluation": timing / len(latencies) * (2 * full_stages + 1)
+        + per_summary_video * eval_videos * (2 * full_stages + 1) * split(eval_videos),
         "saving": sec.get("saving", 0.0) / len(stages) * full_stages,
     }
 
@@ -155,7 +174,9 @@ def main() -> None:
     parser.add_argument("--eval-prompts", type=int, help="use the recipe's first N evaluation prompts")
     parser.add_argument("--stages", type=int, help="run the first K stages")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="more vipkit --set overrides")
-    parser.add_argument("--no-random", action="store_true", help="keep the recipe's model sources (a tiny recipe for a CPU check)")
+    parser.add_argument(
+        "--no-random", action="store_true", help="keep the recipe's model sources (a tiny recipe for a CPU check)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run_dir = args.run_dir or args.out / "run"
@@ -175,12 +196,38 @@ def main() -> None:
         "train": len(measured_recipe.prompts_train) * measured_recipe.videos_per_prompt,
         "probe": len(measured_recipe.prompts_probe) or len(measured_recipe.prompts_eval),
     }
-    launcher = [sys.executable, "-m", "vipkit"] if args.gpus == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.gpus), "-m", "vipkit"]
-    command = [*launcher, "compress", "--recipe", str(args.recipe), "--out", str(run_dir), *(x for o in overrides for x in ("--set", o))]
+    launcher = (
+        [sys.executable, "-m", "vipkit"]
+        if args.gpus == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(args.gpus),
+            "-m",
+            "vipkit",
+        ]
+    )
+    command = [
+        *launcher,
+        "compress",
+        "--recipe",
+        str(args.recipe),
+        "--out",
+        str(run_dir),
+        *(x for o in overrides for x in ("--set", o)),
+    ]
     emit({"command": " ".join(command), "measured_videos": measured}, args.out, found)
 
     started = time.perf_counter()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
+    }
     with GpuMemory() as memory, open(args.out / "log.txt", "w") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for line in process.stdout:
@@ -188,7 +235,15 @@ def main() -> None:
             log.write(line)
             log.flush()  # a killed call still brings the log back
         code = process.wait()
-    emit({"exit_code": code, "wall_s": round(time.perf_counter() - started, 1), "gpu_peak_mib_nvidia_smi": memory.peak_mib}, args.out, found)
+    emit(
+        {
+            "exit_code": code,
+            "wall_s": round(time.perf_counter() - started, 1),
+            "gpu_peak_mib_nvidia_smi": memory.peak_mib,
+        },
+        args.out,
+        found,
+    )
     if code != 0:
         sys.exit(code)
 
@@ -210,7 +265,10 @@ def main() -> None:
         projections = {}
         for gpus in (1, 2, 8):
             phases = project(results, shipped, measured, gpus)
-            projections[f"{gpus}_gpu"] = {"hours": round(sum(phases.values()) / 3600, 2), "seconds_by_phase": {k: round(v) for k, v in phases.items()}}
+            projections[f"{gpus}_gpu"] = {
+                "hours": round(sum(phases.values()) / 3600, 2),
+                "seconds_by_phase": {k: round(v) for k, v in phases.items()},
+            }
         emit({"projected_whole_recipe": projections}, args.out, found)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import statistics
 import sys
@@ -28,16 +29,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from diffusers import StableDiffusionPipeline, UNetMotionModel
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import vipkit
+from vipkit.recipe import TrainSection
+from vipkit.training import WeightedLoss, train_on_pairs
 from vipkit_animatediff import AnimateDiff
 from vipkit_animatediff.attention import choose_attention_kernels
 from vipkit_animatediff.sd15 import SD15_SIZES
 from vipkit_animatediff.tiny import TINY_SIZES, sd_components
-from vipkit.recipe import TrainSection
-from vipkit.training import WeightedLoss, train_on_pairs
 from vipkit_losses import ReDPO
 
 FULL = dict(frames=16, latent=64, text_dim=768)
@@ -62,7 +63,9 @@ def write_model(folder: Path, tiny: bool) -> tuple[str, str]:
     return str(folder / "sd"), str(folder / "adapter")
 
 
-def naive_step_seconds(teacher_unet: UNetMotionModel, dims: dict, device: str, steps: int, inplace_bf16: bool = False) -> dict:
+def naive_step_seconds(
+    teacher_unet: UNetMotionModel, dims: dict, device: str, steps: int, inplace_bf16: bool = False
+) -> dict:
     """The baseline's step: plain diffusers, one pair, AdamW on the motion modules, the motion weights as float32
     master weights under bf16 autocast (as diffusers' Diffusion-DPO example trains under accelerate's mixed
     precision); ``inplace_bf16``: the bf16 weights stepped in place instead (the first baseline, which rounds
@@ -136,19 +139,28 @@ def kernel_time_by_kind(profile: torch.profiler.profile) -> dict:
     }
 
 
-def vipkit_step_seconds(teacher: AnimateDiff, student: AnimateDiff, dims: dict, steps: int, train: TrainSection, profile: bool = False) -> dict:
+def vipkit_step_seconds(
+    teacher: AnimateDiff, student: AnimateDiff, dims: dict, steps: int, train: TrainSection, profile: bool = False
+) -> dict:
     """vipkit's own trainer (``train_on_pairs``) with the real ``redpo`` loss: the step a recipe runs.
 
     The pairs live on the CPU as in a run; the trainer moves each micro-batch to the GPU. The time of an
     optimizer step is the interval between the trainer's per-step log calls.
     """
     frames, size = dims["frames"], dims["latent"]
-    count = train.batch_size * (steps + 4)  # warm-up: the first step and interval (compilation, allocator); the last step may be profiled
+    count = train.batch_size * (
+        steps + 4
+    )  # warm-up: the first step and interval (compilation, allocator); the last step may be profiled
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(2, count, 4, frames, size, size, generator=generator)
     pairs = vipkit.PairSet(
-        prompts=[f"a prompt number {i}" for i in range(count)], seeds=list(range(count)), winner_latents=latents[0],
-        loser_latents=latents[1], winner_videos=torch.zeros(count, 1), loser_videos=torch.zeros(count, 1), target_dimensions=["x"],
+        prompts=[f"a prompt number {i}" for i in range(count)],
+        seeds=list(range(count)),
+        winner_latents=latents[0],
+        loser_latents=latents[1],
+        winner_videos=torch.zeros(count, 1),
+        loser_videos=torch.zeros(count, 1),
+        target_dimensions=["x"],
     )
     loss = WeightedLoss(1.0, ReDPO(ReDPO.Config(reference="teacher", sft_target="teacher")))
     stamps: list[float] = []
@@ -164,7 +176,7 @@ def vipkit_step_seconds(teacher: AnimateDiff, student: AnimateDiff, dims: dict, 
             profiler.stop()
 
     train_on_pairs(student, teacher, pairs, [loss], train, seed=0, log=log)
-    times = [b - a for a, b in zip(stamps, stamps[1:])]
+    times = [b - a for a, b in itertools.pairwise(stamps)]
     timed = times[2 : steps + 2]
     row = {"seconds_per_step": statistics.median(timed), "pairs_per_step": train.batch_size, "steps_timed": len(timed)}
     return row | (kernel_time_by_kind(profiler) if profiler is not None else {})
@@ -193,9 +205,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tiny", action="store_true", help="tiny random model on CPU (smoke test)")
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per variant")
-    parser.add_argument("--profile", action="store_true", help="also profile one more optimizer step of each vipkit variant: GPU time per kind of kernel")
-    parser.add_argument("--variants", default="naive,eager-1x4,compile-1x4,compile+spatial=cudnn+temporal=cudnn-1x4",
-        help="naive (float32 master weights, bf16 autocast), naive-inplace-bf16, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, ckpt, amp, spatial=K, temporal=K (K: the animatediff family's attention kernels) joined by +")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one more optimizer step of each vipkit variant: GPU time per kind of kernel",
+    )
+    parser.add_argument(
+        "--variants",
+        default="naive,eager-1x4,compile-1x4,compile+spatial=cudnn+temporal=cudnn-1x4",
+        help="naive (float32 master weights, bf16 autocast), naive-inplace-bf16, or FLAGS-PAIRSxACCUMULATE with FLAGS from eager|compile, ckpt, amp, spatial=K, temporal=K (K: the animatediff family's attention kernels) joined by +",
+    )
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dims = TINY if args.tiny else FULL
@@ -213,7 +232,9 @@ def main() -> None:
         row["pairs_per_second"] = row["pairs_per_step"] / row["seconds_per_step"]
         results.append(row)
         print(json.dumps(row), flush=True)
-        (args.out / "redpo_speed.json").write_text(json.dumps({"device": device_name(device), "rows": results}, indent=1))
+        (args.out / "redpo_speed.json").write_text(
+            json.dumps({"device": device_name(device), "rows": results}, indent=1)
+        )
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -224,8 +245,12 @@ def main() -> None:
         for variant in args.variants.split(","):
             try:
                 if variant in ("naive", "naive-inplace-bf16"):
-                    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):  # cuDNN off, as in the baseline script
-                        row = naive_step_seconds(teacher.pipeline().unet, dims, device, args.steps, inplace_bf16=variant != "naive")
+                    with sdpa_kernel(
+                        [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+                    ):  # cuDNN off, as in the baseline script
+                        row = naive_step_seconds(
+                            teacher.pipeline().unet, dims, device, args.steps, inplace_bf16=variant != "naive"
+                        )
                 else:
                     flag_text, shape = variant.split("-")
                     flags = set(flag_text.split("+"))  # eager | compile, ckpt, amp, spatial=K, temporal=K
@@ -233,9 +258,15 @@ def main() -> None:
                     amp = "amp" in flags  # float32 weights trained under bf16 autocast
                     student = AnimateDiff(AnimateDiff.Config(**common, dtype="float32")) if amp else teacher.copy()
                     train = TrainSection(
-                        epochs=1, batch_size=micro * accumulate, gradient_accumulation_steps=accumulate, learning_rate=1e-5,
-                        max_grad_norm=None, trainable="motion", mixed_precision="bf16" if amp else "no",
-                        gradient_checkpointing="ckpt" in flags, compile="compile" in flags,
+                        epochs=1,
+                        batch_size=micro * accumulate,
+                        gradient_accumulation_steps=accumulate,
+                        learning_rate=1e-5,
+                        max_grad_norm=None,
+                        trainable="motion",
+                        mixed_precision="bf16" if amp else "no",
+                        gradient_checkpointing="ckpt" in flags,
+                        compile="compile" in flags,
                     )
                     with attention_kernels(flags, teacher, student):
                         row = vipkit_step_seconds(teacher, student, dims, args.steps, train, args.profile)
@@ -243,7 +274,14 @@ def main() -> None:
                     torch._dynamo.reset()
                 report({"variant": variant, **row})
             except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others' numbers
-                report({"variant": variant, "seconds_per_step": float("inf"), "pairs_per_step": 0, "error": repr(exc)[:300]})
+                report(
+                    {
+                        "variant": variant,
+                        "seconds_per_step": float("inf"),
+                        "pairs_per_step": 0,
+                        "error": repr(exc)[:300],
+                    }
+                )
             if device == "cuda":
                 torch.cuda.empty_cache()
     print(json.dumps({"done_s": time.perf_counter() - started}), flush=True)

@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,28 @@ def vbench_reward(tiny: bool, device: torch.device, dtype: torch.dtype) -> VBenc
     """The tiny preset (so every model dimension is enabled), with full-size random networks swapped in."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, ViTConfig, ViTModel
 
-    reward = VBenchReward.from_options({"preset": "tiny", "device": str(device), "dtype": str(dtype).removeprefix("torch.")})
+    reward = VBenchReward.from_options(
+        {"preset": "tiny", "device": str(device), "dtype": str(dtype).removeprefix("torch.")}
+    )
     if not tiny:
-        clip_b32 = CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                                    image_size=224, patch_size=32, projection_dim=512)
-        clip_l14 = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                                    image_size=224, patch_size=14, projection_dim=768)
+        clip_b32 = CLIPVisionConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=32,
+            projection_dim=512,
+        )
+        clip_l14 = CLIPVisionConfig(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=224,
+            patch_size=14,
+            projection_dim=768,
+        )
         networks = {
             "dino": ("dino", ViTModel(ViTConfig(image_size=224, patch_size=16), add_pooling_layer=False)),
             "background_clip": ("clip", CLIPVisionModelWithProjection(clip_b32)),
@@ -103,22 +120,39 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     results: list[dict[str, Any]] = []
-    setting = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "dtype": str(dtype),
-               "frames": args.frames, "size": args.size, "videos": args.videos, "torch": torch.__version__}
+    setting = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "dtype": str(dtype),
+        "frames": args.frames,
+        "size": args.size,
+        "videos": args.videos,
+        "torch": torch.__version__,
+    }
     emit({"setting": setting}, results)
     videos = torch.rand(args.videos, args.frames, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     prompts = [PROMPT] * args.videos
 
     def record(reward: str, part: str, seconds: list[float], **extra: Any) -> None:
         median = statistics.median(seconds)
-        emit({"reward": reward, "part": part, "videos_per_s": round(args.videos / median, 3), "median_s": round(median, 4),
-              "repeats_s": [round(s, 4) for s in seconds], **extra}, results)
+        emit(
+            {
+                "reward": reward,
+                "part": part,
+                "videos_per_s": round(args.videos / median, 3),
+                "median_s": round(median, 4),
+                "repeats_s": [round(s, 4) for s in seconds],
+                **extra,
+            },
+            results,
+        )
 
     built = time.perf_counter()
     videoscore = videoscore_reward(args.tiny, device, args.frames, args.batch)
     parameters = sum(p.numel() for p in videoscore.videoscore.model.parameters())  # builds the network
     emit({"reward": "videoscore", "built_s": round(time.perf_counter() - built, 1), "parameters": parameters}, results)
-    record("videoscore", "score", timed(lambda: videoscore.score(videos, prompts), device, args.repeats), batch=args.batch)
+    record(
+        "videoscore", "score", timed(partial(videoscore.score, videos, prompts), device, args.repeats), batch=args.batch
+    )
     if device.type == "cuda":
         emit({"reward": "videoscore", "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}, results)
     del videoscore
@@ -129,7 +163,12 @@ def main() -> None:
     for dimension in vbench.dimensions[:-1]:
         part = getattr(vbench, f"_{dimension}")
         record("vbench", dimension, timed(lambda part=part: part(videos), device, args.repeats))
-    record("vbench", "score", timed(lambda: vbench.score(videos, prompts), device, args.repeats), dimensions=list(vbench.dimensions))
+    record(
+        "vbench",
+        "score",
+        timed(lambda: vbench.score(videos, prompts), device, args.repeats),
+        dimensions=list(vbench.dimensions),
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_rewards.json").write_text(json.dumps(results, indent=2) + "\n")

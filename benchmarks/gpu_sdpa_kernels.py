@@ -58,7 +58,11 @@ def time_shape(batch: int, heads: int, q_len: int, k_len: int, dim: int, backend
     v = torch.randn(batch, heads, k_len, dim, **options, requires_grad=True)
     grad = torch.randn(batch, heads, q_len, dim, **options)
     with torch.no_grad():  # float32 with the default kernel choice (flash and cuDNN take only 16-bit inputs)
-        reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float()) if batch * heads * q_len * k_len < 2**31 else None
+        reference = (
+            F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+            if batch * heads * q_len * k_len < 2**31
+            else None
+        )
     with sdpa_kernel([backend]):
         with torch.no_grad():
             forward = median_ms(lambda: F.scaled_dot_product_attention(q, k, v))
@@ -68,7 +72,11 @@ def time_shape(batch: int, heads: int, q_len: int, k_len: int, dim: int, backend
 
         both = median_ms(train)
         with torch.no_grad():
-            error = None if reference is None else float((F.scaled_dot_product_attention(q, k, v).float() - reference).abs().max())
+            error = (
+                None
+                if reference is None
+                else float((F.scaled_dot_product_attention(q, k, v).float() - reference).abs().max())
+            )
     return {"forward_ms": round(forward, 3), "forward_backward_ms": round(both, 3), "max_abs_error_vs_fp32": error}
 
 
@@ -94,7 +102,9 @@ def main() -> None:
             torch.cuda.empty_cache()
             rows.append(row)
             print(json.dumps(row), flush=True)
-            (args.out / "sdpa_kernels.json").write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, indent=1))
+            (args.out / "sdpa_kernels.json").write_text(
+                json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, indent=1)
+            )
 
 
 if __name__ == "__main__":

@@ -33,20 +33,35 @@ VARIANTS: dict[str, dict] = {
     "more-data-paper-sft-lr1e-4": {**MORE_DATA, **PAPER_SFT, "train.learning_rate": 1e-4},
     "more-data-student-ref-lr1e-4": {**MORE_DATA, "losses.0.reference": "student_init", "train.learning_rate": 1e-4},
     "more-data-sft-only-lr1e-4": {**MORE_DATA, "losses.0.dpo_weight": 0.0, "train.learning_rate": 1e-4},
-    "more-data-sft-only-uncond": {**MORE_DATA, "losses.0.dpo_weight": 0.0, "train.learning_rate": 1e-4,
-                                  "losses.0.uncond_weight": 1.0},
+    "more-data-sft-only-uncond": {
+        **MORE_DATA,
+        "losses.0.dpo_weight": 0.0,
+        "train.learning_rate": 1e-4,
+        "losses.0.uncond_weight": 1.0,
+    },
     "more-data-student-ref-uncond": {**STUDENT_REF, "losses.0.uncond_weight": 1.0},
     "more-data-student-ref-all": {**STUDENT_REF, "train.trainable": "all"},
     "more-data-student-ref-all-uncond": {**STUDENT_REF, "train.trainable": "all", "losses.0.uncond_weight": 1.0},
-    "more-data-sft-only-all-uncond": {**MORE_DATA, "losses.0.dpo_weight": 0.0, "train.learning_rate": 1e-4,
-                                      "train.trainable": "all", "losses.0.uncond_weight": 1.0},
-    "more-data-paper-sft-uncond": {**MORE_DATA, **PAPER_SFT, "train.learning_rate": 1e-4,
-                                   "losses.0.uncond_weight": 1e4},
+    "more-data-sft-only-all-uncond": {
+        **MORE_DATA,
+        "losses.0.dpo_weight": 0.0,
+        "train.learning_rate": 1e-4,
+        "train.trainable": "all",
+        "losses.0.uncond_weight": 1.0,
+    },
+    "more-data-paper-sft-uncond": {
+        **MORE_DATA,
+        **PAPER_SFT,
+        "train.learning_rate": 1e-4,
+        "losses.0.uncond_weight": 1e4,
+    },
 }
 
 
 def toml_value(value: object) -> str:
-    return json.dumps(value) if isinstance(value, str) else repr(value).lower() if isinstance(value, bool) else repr(value)
+    return (
+        json.dumps(value) if isinstance(value, str) else repr(value).lower() if isinstance(value, bool) else repr(value)
+    )
 
 
 def write_recipe(overrides: dict, path: Path) -> None:
@@ -92,7 +107,10 @@ def run_variant(name: str, out: Path, threads: int) -> dict:
     with open(folder / "log.txt", "w") as log:
         code = subprocess.call(
             [sys.executable, "-m", "vipkit", "compress", "--recipe", str(recipe), "--out", str(folder / "run")],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
         )
     row: dict = {"variant": name, "overrides": VARIANTS[name], "exit": code, "seconds": time.perf_counter() - started}
     results = folder / "run" / "results.json"
@@ -100,16 +118,23 @@ def run_variant(name: str, out: Path, threads: int) -> dict:
         data = json.loads(results.read_text())
         row["teacher"] = data["teacher"]["objective"]
         row["stages"] = [
-            {"pruned": s["pruned"]["objective"], "distilled": s["distilled"]["objective"], "pairs": s["pairs"],
-             "steps": s["train"]["steps"], "distilled_scores": s["distilled"]["scores"]}
+            {
+                "pruned": s["pruned"]["objective"],
+                "distilled": s["distilled"]["objective"],
+                "pairs": s["pairs"],
+                "steps": s["train"]["steps"],
+                "distilled_scores": s["distilled"]["scores"],
+            }
             for s in data["stages"]
         ]
     return row
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| variant | teacher | s1 pruned | s1 distilled | s2 pruned | s2 distilled | pairs | steps | seconds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | teacher | s1 pruned | s1 distilled | s2 pruned | s2 distilled | pairs | steps | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         if "stages" not in row:
             lines.append(f"| {row['variant']} | failed (exit {row['exit']}) | | | | | | | |")

@@ -47,8 +47,12 @@ def main() -> None:
     print(f"teacher: 16 videos (8 frames, 32×32, 20 steps, CFG) in {seconds_16:.1f} s on this CPU")
     print("| videos | " + " | ".join(ShapesReward.dimensions) + " |")
     print("|---|" + "---|" * len(ShapesReward.dimensions))
-    for name, videos in (("real (rendered)", real), ("real through the teacher's VAE", recon),
-                         ("teacher", taught), ("untrained (same architecture, random UNet)", random_videos)):
+    for name, videos in (
+        ("real (rendered)", real),
+        ("real through the teacher's VAE", recon),
+        ("teacher", taught),
+        ("untrained (same architecture, random UNet)", random_videos),
+    ):
         scores = reward.score(videos, prompts)
         print(f"| {name} | " + " | ".join(f"{float(scores[d].mean()):.3f}" for d in ShapesReward.dimensions) + " |")
 

@@ -12,9 +12,13 @@ from __future__ import annotations
 import time
 
 import torch
+
 from vipkit_shapes.teacher_model import ATTENTION_EVERYWHERE, UNET_SPECS, build_unet
 
-ATTENTION_AT_4X4 = (("DownBlock2D", "CrossAttnDownBlock2D"), ("CrossAttnUpBlock2D", "UpBlock2D"))  # no spatial attention at 8x8
+ATTENTION_AT_4X4 = (
+    ("DownBlock2D", "CrossAttnDownBlock2D"),
+    ("CrossAttnUpBlock2D", "UpBlock2D"),
+)  # no spatial attention at 8x8
 VARIANTS = {  # label: (channels, spatial heads, motion heads, norm groups, block types)
     "shipped: channels (32, 64), 16 spatial heads (head dim 2), 4 motion heads": UNET_SPECS["shipped"],
     "(32, 64), 1 head everywhere": ((32, 64), 1, 1, 16, ATTENTION_EVERYWHERE),

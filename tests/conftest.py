@@ -31,7 +31,14 @@ def run_vipkit(*args: str, launcher: tuple[str, ...] = (), env: dict[str, str] |
 
     command = [sys.executable, *launcher, "-m", "vipkit", *args]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
 
 
 def rank_errors(result) -> str:

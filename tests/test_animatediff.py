@@ -28,7 +28,6 @@ from vipkit_animatediff.blocks import list_blocks
 from vipkit_animatediff.sd15 import SD15_SIZES, random_parts
 from vipkit_animatediff.tiny import sd_components, tiny_sd_components
 
-
 TINY_PARAMS = 1_228_388  # UNetMotionModel of the tiny preset
 TINY_MOTION_PARAMS = 435_424  # its motion modules = the tiny MotionAdapter
 MID_MOTION = "mid_block.motion_modules.0"
@@ -42,7 +41,6 @@ def tiny(**options: object) -> AnimateDiff:
 
 def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +311,10 @@ def test_add_noise_and_target_follow_the_linear_schedule(model: AnimateDiff) -> 
 def test_trainable_scopes(model: AnimateDiff) -> None:
     assert sum(p.numel() for p in model.trainable_parameters("motion")) == TINY_MOTION_PARAMS
     assert sum(p.numel() for p in model.trainable_parameters("all")) == TINY_PARAMS
-    with pytest.raises(VipkitError, match=r"'spatial' for animatediff; valid scopes: 'motion' \(the motion modules still present\); 'all'"):
+    with pytest.raises(
+        VipkitError,
+        match=r"'spatial' for animatediff; valid scopes: 'motion' \(the motion modules still present\); 'all'",
+    ):
         model.trainable_parameters("spatial")
 
 
@@ -473,13 +474,18 @@ def test_missing_paths_and_unreachable_hub_raise(tmp_path: Path, monkeypatch: py
     ), both.value
     monkeypatch.undo()
     tiny_sd_components()["motion_adapter"].save_pretrained(tmp_path / "a")
-    with pytest.raises(VipkitError, match=r"base = '.*a': could not load a Stable Diffusion 1.5 diffusers pipeline "
-                       r"from the directory .*\. Point base at a folder holding a Stable Diffusion 1.5") as local:
+    with pytest.raises(
+        VipkitError,
+        match=r"base = '.*a': could not load a Stable Diffusion 1.5 diffusers pipeline "
+        r"from the directory .*\. Point base at a folder holding a Stable Diffusion 1.5",
+    ) as local:
         AnimateDiff.from_options({"base": str(tmp_path / "a"), "motion_adapter": str(tmp_path / "a")})
     assert "download" not in str(local.value)  # a folder is not sent to the hub, and neither is its user
 
 
-def test_an_existing_relative_path_with_one_slash_is_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_existing_relative_path_with_one_slash_is_a_local_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``weights/adapter`` is written like a hub id ``owner/name``, but it exists here: it is that folder."""
     sd15_folders(tmp_path / "weights")
     monkeypatch.chdir(tmp_path)

@@ -65,7 +65,10 @@ def test_bench_scores_every_model_as_a_direct_call_would_and_resumes_with_finish
     assert dims == ["clip.clip_score", "clip.frame_consistency", "clip2.clip_score", "clip2.frame_consistency"]
 
     table = (out / "bench.md").read_text()
-    assert f"| pruned | {pruned_row['parameters']:,} | {100 * pruned_row['parameters'] / teacher_row['parameters']:.1f} |" in table
+    assert (
+        f"| pruned | {pruned_row['parameters']:,} | {100 * pruned_row['parameters'] / teacher_row['parameters']:.1f} |"
+        in table
+    )
     bars = [e for e in ET.parse(out / "bench.svg").getroot() if e.get("class") == "bar"]
     assert len(bars) == 2 * (len(dims) + 1)
     plotted = {(b.get("data-group"), float(b.get("data-value"))) for b in bars}
@@ -84,11 +87,23 @@ def test_bench_scores_every_model_as_a_direct_call_would_and_resumes_with_finish
 
 
 BAD = [
-    ("seed = 1\n[prompts]\neval = [\"a\"]\n[reward]\nname = \"clip\"\n", ["models: add one [[models]] table"]),
-    (matrix_text().replace('label = "pruned"', 'label = "teacher"'), ["models[1].label: 'teacher' is already the label"]),
-    (matrix_text().replace('path = "pruned"', 'path = "nowhere"'), ["models[1].path:", "is not a model saved by vipkit"]),
-    (matrix_text().replace('path = "pruned"', 'path = "pruned"\nheight = 8'), ["models[1]: a saved model (`path`) takes no other options, got height"]),
-    (matrix_text().replace("preset = \"tiny\"\nheight", "preset = \"tiny\"\nheigth"), ["models[0].heigth: unknown option; did you mean 'height'?"]),
+    ('seed = 1\n[prompts]\neval = ["a"]\n[reward]\nname = "clip"\n', ["models: add one [[models]] table"]),
+    (
+        matrix_text().replace('label = "pruned"', 'label = "teacher"'),
+        ["models[1].label: 'teacher' is already the label"],
+    ),
+    (
+        matrix_text().replace('path = "pruned"', 'path = "nowhere"'),
+        ["models[1].path:", "is not a model saved by vipkit"],
+    ),
+    (
+        matrix_text().replace('path = "pruned"', 'path = "pruned"\nheight = 8'),
+        ["models[1]: a saved model (`path`) takes no other options, got height"],
+    ),
+    (
+        matrix_text().replace('preset = "tiny"\nheight', 'preset = "tiny"\nheigth'),
+        ["models[0].heigth: unknown option; did you mean 'height'?"],
+    ),
     (matrix_text().replace('label = "teacher"\n', ""), ["models[0].label: required"]),
     (matrix_text() + "[train]\nepochs = 1\n", ["train: unknown key"]),
     (matrix_text().replace("[prompts]\neval", "[prompts]\nevals"), ["prompts.evals: unknown option"]),

@@ -23,8 +23,15 @@ def trained_state(stage: int, step: int, pairs_hash: str = "p") -> tuple[Trainin
         optimizer.zero_grad()
     params = list(layer.parameters())
     state = TrainingState(
-        stage, step, ["a.b"], pairs_hash, params, optimizer.state_dict(), scheduler.state_dict(),
-        rng=[torch.get_rng_state(), torch.Generator().manual_seed(9).get_state()], losses=[0.5] * step,
+        stage,
+        step,
+        ["a.b"],
+        pairs_hash,
+        params,
+        optimizer.state_dict(),
+        scheduler.state_dict(),
+        rng=[torch.get_rng_state(), torch.Generator().manual_seed(9).get_state()],
+        losses=[0.5] * step,
     )
     return state, layer
 
@@ -34,7 +41,13 @@ def test_round_trip_restores_optimizer_scheduler_and_rng_exactly(tmp_path):
     state, layer = trained_state(2, 3)
     path = store.write(state)
     assert path.name == "stage-002-step-00000003"
-    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "optimizer.safetensors", "parameters.safetensors", "rng.safetensors", "state.json"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "manifest.json",
+        "optimizer.safetensors",
+        "parameters.safetensors",
+        "rng.safetensors",
+        "state.json",
+    ]
     back = store.newest(2, "p")
     assert back is not None and (back.stage, back.step, back.removed_blocks, back.losses) == (2, 3, ["a.b"], [0.5] * 3)
     assert all(torch.equal(a, b) for a, b in zip(back.parameters, state.parameters, strict=True))
@@ -45,7 +58,9 @@ def test_round_trip_restores_optimizer_scheduler_and_rng_exactly(tmp_path):
         for p, saved in zip(copy.parameters(), back.parameters, strict=True):
             p.copy_(saved)
     optimizer = torch.optim.AdamW(copy.parameters(), lr=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor("cosine", 1, 10))  # as the trainer: build, then load
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor("cosine", 1, 10)
+    )  # as the trainer: build, then load
     optimizer.load_state_dict(back.optimizer)
     scheduler.load_state_dict(back.scheduler)
     original_optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
@@ -80,7 +95,12 @@ def test_incomplete_or_corrupt_checkpoints_are_skipped(tmp_path):
     assert store.newest(1, "p").step == 1
     assert [p.name for p in store.complete()] == ["stage-001-step-00000001"]
     manifest = json.loads((store.path(1, 1) / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"optimizer.safetensors", "parameters.safetensors", "rng.safetensors", "state.json"}
+    assert set(manifest["files"]) == {
+        "optimizer.safetensors",
+        "parameters.safetensors",
+        "rng.safetensors",
+        "state.json",
+    }
 
 
 def test_other_stage_or_other_pairs_do_not_resume(tmp_path):

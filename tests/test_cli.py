@@ -17,7 +17,9 @@ TINY = ROOT / "recipes" / "tiny_vip.toml"
 
 def vipkit(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as conftest does in-process: 2 threads on 2 shared cores crawl
-    return subprocess.run([sys.executable, "-m", "vipkit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "vipkit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_help_does_not_import_torch():
@@ -37,7 +39,9 @@ def test_bad_recipe_exit_code_2_names_the_key(tmp_path):
     bad.write_text(TINY.read_text().replace("beta = 5000", "beta = -5").replace('name = "block"', 'name = "blocks"'))
     result = vipkit("compress", "--recipe", str(bad), "--out", str(tmp_path / "run"))
     assert result.returncode == 2
-    assert "losses[0].beta" in result.stderr and "pruner.name" in result.stderr and "Did you mean 'block'" in result.stderr
+    assert (
+        "losses[0].beta" in result.stderr and "pruner.name" in result.stderr and "Did you mean 'block'" in result.stderr
+    )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
 
@@ -70,18 +74,36 @@ def test_validate_tells_a_bench_matrix_from_a_recipe(tmp_path):
     result = vipkit("validate", str(matrix), str(TINY))
     assert result.returncode == 0, result.stderr
     assert f"ok {matrix} (bench matrix)" in result.stderr and f"ok {TINY}\n" in result.stderr
-    broken = _shipped_matrix_copy(tmp_path / "broken", ('base = "models/shapes-teacher"', 'bsae = "models/shapes-teacher"'))
+    broken = _shipped_matrix_copy(
+        tmp_path / "broken", ('base = "models/shapes-teacher"', 'bsae = "models/shapes-teacher"')
+    )
     result = vipkit("validate", str(broken))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"bench matrix {broken} has 1 problem" in result.stderr and "models[0].bsae: unknown option; did you mean 'base'?" in result.stderr
+    assert (
+        f"bench matrix {broken} has 1 problem" in result.stderr
+        and "models[0].bsae: unknown option; did you mean 'base'?" in result.stderr
+    )
 
 
 def test_plugins_lists_every_component():
     result = vipkit("plugins", "--json")
     assert result.returncode == 0, result.stderr
-    listed = {(kind, name) for info in json.loads(result.stdout) for kind, names in info["components"].items() for name in names}
-    for expected in [("models", "animatediff"), ("rewards", "clip"), ("losses", "redpo"), ("losses", "sft"), ("losses", "kd"),
-                     ("scorers", "reward-drop"), ("pruners", "block"), ("curators", "degraded-dimensions")]:
+    listed = {
+        (kind, name)
+        for info in json.loads(result.stdout)
+        for kind, names in info["components"].items()
+        for name in names
+    }
+    for expected in [
+        ("models", "animatediff"),
+        ("rewards", "clip"),
+        ("losses", "redpo"),
+        ("losses", "sft"),
+        ("losses", "kd"),
+        ("scorers", "reward-drop"),
+        ("pruners", "block"),
+        ("curators", "degraded-dimensions"),
+    ]:
         assert expected in listed
 
 
@@ -90,13 +112,24 @@ def test_dry_run_shows_plan_and_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "reward-drop" in result.stderr and "2 × prune blocks of kinds motion_module" in result.stderr
     assert "float32 master copies" in result.stderr and "2 pairs per step on 8 processes" in result.stderr
-    estimate = re.search(r"model on the CPU: at least ([\d,.]+) s per video: 4 steps × ([\d,.]+) GFLOP", " ".join(result.stderr.split()))
+    estimate = re.search(
+        r"model on the CPU: at least ([\d,.]+) s per video: 4 steps × ([\d,.]+) GFLOP", " ".join(result.stderr.split())
+    )
     assert estimate and float(estimate[1].replace(",", "")) > 0 and float(estimate[2]) > 1, result.stderr
     assert not (tmp_path / "run").exists()
 
 
 def test_set_changes_the_plan_and_a_bad_one_exits_2(tmp_path):
-    result = vipkit("compress", "--recipe", str(TINY), "--dry-run", "--set", "schedule.stages=3", "--set", "train.trainable_dtype=model")
+    result = vipkit(
+        "compress",
+        "--recipe",
+        str(TINY),
+        "--dry-run",
+        "--set",
+        "schedule.stages=3",
+        "--set",
+        "train.trainable_dtype=model",
+    )
     assert result.returncode == 0, result.stderr
     assert "3 × prune blocks" in result.stderr and "trained in place in the model's dtype" in result.stderr
     bad = vipkit("validate", str(TINY), "--set", "train.epochs=many")
@@ -135,7 +168,14 @@ def test_tiny_run_writes_the_contract(tiny_run):
         assert stage["distilled"]["denoiser_flops"] < teacher["denoiser_flops"]
     assert results["final"]["parameters"] == params[-1]
     assert any(stage["train"]["steps"] > 0 for stage in results["stages"])
-    for name in ("recipe.toml", "resolved.json", "environment.json", "metrics.jsonl", "report.md", "samples/teacher.gif"):
+    for name in (
+        "recipe.toml",
+        "resolved.json",
+        "environment.json",
+        "metrics.jsonl",
+        "report.md",
+        "samples/teacher.gif",
+    ):
         assert (out / name).exists(), name
     env = json.loads((out / "environment.json").read_text())
     assert env["seed"] == 0 and env["versions"]["torch"].startswith("2.")
@@ -145,8 +185,12 @@ def test_tiny_run_writes_the_contract(tiny_run):
         assert {"importance scoring", "evaluation", "pair curation", "training", "saving"} <= set(stage["seconds"])
         assert stage["distilled"]["seconds_per_video"] > 0
     assert {"load", "teacher videos"} <= set(results["run_seconds"]) and teacher["seconds_per_video"] > 0
-    assert results["seconds"]["training"] == pytest.approx(sum(stage["seconds"]["training"] for stage in results["stages"]))
-    assert results["final"]["speedup"] == pytest.approx(teacher["seconds_per_video"] / results["stages"][-1]["distilled"]["seconds_per_video"])
+    assert results["seconds"]["training"] == pytest.approx(
+        sum(stage["seconds"]["training"] for stage in results["stages"])
+    )
+    assert results["final"]["speedup"] == pytest.approx(
+        teacher["seconds_per_video"] / results["stages"][-1]["distilled"]["seconds_per_video"]
+    )
     report = (out / "report.md").read_text()
     assert "## Where the time went (seconds)" in report and "| stage 2 |" in report and "s/video" in report
 
@@ -179,7 +223,9 @@ def test_same_recipe_and_seed_give_a_bit_identical_model_and_resume_finishes_a_s
     (copy / "results.json").unlink()
     result = vipkit("compress", "--recipe", str(TINY), "--out", str(copy))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming after stage 1" in result.stderr and "reusing the stored pruning decision" in result.stderr, result.stderr
+    assert "resuming after stage 1" in result.stderr and "reusing the stored pruning decision" in result.stderr, (
+        result.stderr
+    )
     digest = _weights_digest(out / "model")
     assert len(digest) >= 4 and _weights_digest(copy / "model") == digest
 

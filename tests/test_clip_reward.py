@@ -24,10 +24,15 @@ PROMPTS = ["a cat", "a red square moving left on a blue background", "hello worl
 @pytest.fixture(scope="module")
 def clip_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same tiny CLIP twice: with a saved image-processor config (custom statistics) and without."""
-    dirs = {"with_processor": tmp_path_factory.mktemp("clip_with_processor"), "plain": tmp_path_factory.mktemp("clip_plain")}
+    dirs = {
+        "with_processor": tmp_path_factory.mktemp("clip_with_processor"),
+        "plain": tmp_path_factory.mktemp("clip_plain"),
+    }
     for directory in dirs.values():
         save_tiny_clip(directory, seed=0)
-    CLIPImageProcessorPil(image_mean=list(SAVED_MEAN), image_std=list(SAVED_STD)).save_pretrained(dirs["with_processor"])
+    CLIPImageProcessorPil(image_mean=list(SAVED_MEAN), image_std=list(SAVED_STD)).save_pretrained(
+        dirs["with_processor"]
+    )
     return dirs
 
 
@@ -126,7 +131,8 @@ def test_bfloat16_weights_score_close_to_float32(clip_dirs: dict[str, Path]) -> 
 
 
 @pytest.mark.parametrize(
-    "options", [{"device": "gpu"}, {"frames": 0}, {"batch_size": 0}, {"dtype": "int8"}, {"frame": 4}, {"preset": "large"}]
+    "options",
+    [{"device": "gpu"}, {"frames": 0}, {"batch_size": 0}, {"dtype": "int8"}, {"frame": 4}, {"preset": "large"}],
 )
 def test_rejects_bad_options(options: dict) -> None:
     with pytest.raises(pydantic.ValidationError):
@@ -136,7 +142,9 @@ def test_rejects_bad_options(options: dict) -> None:
 def test_a_missing_model_is_a_user_error_when_the_reward_is_built(tmp_path: Path) -> None:
     with pytest.raises(VipkitError, match=r"`model`.*no_clip_here.*is not a directory"):
         reward(tmp_path / "no_clip_here")
-    with pytest.raises(VipkitError, match=r"HF_HUB_OFFLINE is set.*`hf download nobody/no-clip --local-dir models/no-clip`"):
+    with pytest.raises(
+        VipkitError, match=r"HF_HUB_OFFLINE is set.*`hf download nobody/no-clip --local-dir models/no-clip`"
+    ):
         ClipReward.from_options({"model": "nobody/no-clip"})  # HF_HUB_OFFLINE=1 in the tests
 
 

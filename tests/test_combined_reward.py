@@ -28,7 +28,9 @@ name = "degraded-dimensions"
 name = "sft"
 """
 
-TWO_REWARDS = BASE + """
+TWO_REWARDS = (
+    BASE
+    + """
 [[rewards]]
 name = "shapes"
 as = "world"
@@ -39,6 +41,7 @@ frames = 2
 [objective]
 weights = { "world.text_alignment" = 2.0, "clip.clip_score" = 1.0 }
 """
+)
 
 
 def errors_of(text: str) -> list[str]:
@@ -51,14 +54,24 @@ def test_rewards_tables_resolve_to_one_combined_reward():
     recipe = parse_recipe(TWO_REWARDS)
     assert recipe.reward.name == "shapes + clip"
     assert recipe.dump()["reward"]["combine"][1] == {
-        "as": "clip", "name": "clip", "model": "openai/clip-vit-base-patch32", "preset": "tiny", "frames": 2,
-        "batch_size": 32, "device": "auto", "dtype": "float32",
+        "as": "clip",
+        "name": "clip",
+        "model": "openai/clip-vit-base-patch32",
+        "preset": "tiny",
+        "frames": 2,
+        "batch_size": 32,
+        "device": "auto",
+        "dtype": "float32",
     }
     reward = recipe.reward.build(load_plugins())
     assert isinstance(reward, CombinedReward)
     assert reward.dimensions == (
-        "world.text_alignment", "world.temporal_consistency", "world.dynamic_degree", "world.visual_quality",
-        "clip.clip_score", "clip.frame_consistency",
+        "world.text_alignment",
+        "world.temporal_consistency",
+        "world.dynamic_degree",
+        "world.visual_quality",
+        "clip.clip_score",
+        "clip.frame_consistency",
     )
     assert recipe.reward.dimensions(load_plugins()) == reward.dimensions
 
@@ -101,13 +114,21 @@ def test_aliases_must_be_unique_and_dotless_and_parts_are_validated():
     errors = errors_of(bad_part)
     assert errors[0].startswith("rewards[0].colour_tolerance: Input should be greater than 0"), errors
     assert errors[1].startswith("rewards[1].name: unknown RewardModel 'clipp'. Did you mean 'clip'?"), errors
-    assert errors_of("rewards = [1, 2]\n" + BASE) == ['rewards: must be one or more [[rewards]] tables, each with name = "..."']
+    assert errors_of("rewards = [1, 2]\n" + BASE) == [
+        'rewards: must be one or more [[rewards]] tables, each with name = "..."'
+    ]
 
 
 def test_objective_weights_must_name_combined_dimensions_with_a_did_you_mean():
-    errors = errors_of(TWO_REWARDS.replace('"clip.clip_score"', '"clip.clipscore"').replace('"world.text_alignment"', "text_alignment"))
-    assert errors[0].startswith("objective.weights.text_alignment: reward 'shapes + clip' has no such dimension. Did you mean 'world.text_alignment'?"), errors
-    assert errors[1].startswith("objective.weights.clip.clipscore: reward 'shapes + clip' has no such dimension. Did you mean 'clip.clip_score'?"), errors
+    errors = errors_of(
+        TWO_REWARDS.replace('"clip.clip_score"', '"clip.clipscore"').replace('"world.text_alignment"', "text_alignment")
+    )
+    assert errors[0].startswith(
+        "objective.weights.text_alignment: reward 'shapes + clip' has no such dimension. Did you mean 'world.text_alignment'?"
+    ), errors
+    assert errors[1].startswith(
+        "objective.weights.clip.clipscore: reward 'shapes + clip' has no such dimension. Did you mean 'clip.clip_score'?"
+    ), errors
     assert "It has: world.text_alignment, world.temporal_consistency" in errors[0]
 
 
@@ -129,6 +150,10 @@ def test_the_cli_shows_table_names_in_errors_verbatim(tmp_path):
 
     recipe = tmp_path / "both.toml"
     recipe.write_text(TWO_REWARDS + '[reward]\nname = "shapes"\n')
-    result = subprocess.run([sys.executable, "-m", "vipkit", "validate", str(recipe)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "vipkit", "validate", str(recipe)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2
-    assert "reward: has both [reward] and [[rewards]]; use one [reward] table" in result.stderr, result.stderr  # not eaten as markup
+    assert "reward: has both [reward] and [[rewards]]; use one [reward] table" in result.stderr, (
+        result.stderr
+    )  # not eaten as markup

@@ -18,11 +18,22 @@ from vipkit.testing import tiny_model
 
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
 # accelerate's --cpu starts one process; --multi_gpu starts two through torch's launcher, which join gloo on a CPU machine
-ACCELERATE = ("-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no")
+ACCELERATE = (
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+)
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
-TRAIN_SCRIPT = '''
+TRAIN_SCRIPT = """
 import json, sys
 from pathlib import Path
 import torch
@@ -72,15 +83,23 @@ if distributed.is_main():
     save_file({k: v.contiguous() for k, v in weights.items()}, out)
     print(json.dumps(report))
 distributed.finish()
-'''
+"""
 
 
-def run_training(tmp_path: Path, launcher: tuple[str, ...], mode: str = "ddp", checkpoints: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
+def run_training(
+    tmp_path: Path, launcher: tuple[str, ...], mode: str = "ddp", checkpoints: bool = False
+) -> tuple[dict, dict[str, torch.Tensor]]:
     script = tmp_path / "train.py"
     script.write_text(TRAIN_SCRIPT)
     out = tmp_path / f"weights-{mode}-{len(launcher)}.safetensors"
     extra = [str(tmp_path / f"checkpoints-{mode}")] if checkpoints else []
-    result = subprocess.run([sys.executable, *launcher, str(script), str(out), mode, *extra], capture_output=True, text=True, timeout=600, env={**os.environ, **ENV})
+    result = subprocess.run(
+        [sys.executable, *launcher, str(script), str(out), mode, *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **ENV},
+    )
     assert result.returncode == 0, rank_errors(result)
     return json.loads(result.stdout.strip().splitlines()[-1]), load_file(str(out))
 
@@ -114,7 +133,9 @@ def test_fsdp_on_two_processes_trains_the_same_weights_and_resumes_bit_identical
     assert two["resumed_at_step"] == 2 and two["resume_bit_identical"]
     saved = sorted(p.name for p in (tmp_path / "checkpoints-fsdp").iterdir() if not p.name.startswith("."))
     assert saved[-1] == "stage-001-step-00000004"
-    assert load_file(str(tmp_path / "checkpoints-fsdp" / saved[-1] / "parameters.safetensors"))["param.0"].dim() >= 1  # full tensors
+    assert (
+        load_file(str(tmp_path / "checkpoints-fsdp" / saved[-1] / "parameters.safetensors"))["param.0"].dim() >= 1
+    )  # full tensors
 
 
 @pytest.mark.parametrize("launcher", [TORCHRUN, ACCELERATE], ids=["torchrun", "accelerate-launch"])
@@ -124,17 +145,23 @@ def test_two_process_run_takes_the_same_decisions_and_pairs_as_one(micro_referen
     assert result.returncode == 0, rank_errors(result)
     assert result.stdout.count("| teacher |") == 1  # only rank 0 prints the results
     assert "running on 2 processes" in result.stderr
-    assert "training: 2 pairs per step on 2 processes: each runs 1 micro-batch of ≤ 1 pair" in result.stderr  # both train
+    assert (
+        "training: 2 pairs per step on 2 processes: each runs 1 micro-batch of ≤ 1 pair" in result.stderr
+    )  # both train
     for stage in (1, 2):
         name = f"stages/stage-{stage:03d}.pairs"
         one_record = json.loads((micro_reference / name / "prune.json").read_text())
         two_record = json.loads((out / name / "prune.json").read_text())
         assert two_record["removed_blocks"] == one_record["removed_blocks"]
         assert [i["block"] for i in two_record["importance"]] == [i["block"] for i in one_record["importance"]]
-        assert [i["importance"] for i in two_record["importance"]] == pytest.approx([i["importance"] for i in one_record["importance"]], abs=1e-6)
+        assert [i["importance"] for i in two_record["importance"]] == pytest.approx(
+            [i["importance"] for i in one_record["importance"]], abs=1e-6
+        )
         one_pairs, two_pairs = load_pairs(micro_reference / name), load_pairs(out / name)
         assert two_pairs.prompts == one_pairs.prompts and two_pairs.target_dimensions == one_pairs.target_dimensions
-        torch.testing.assert_close(two_pairs.loser_latents, one_pairs.loser_latents, rtol=0, atol=2e-4)  # batch-size rounding
+        torch.testing.assert_close(
+            two_pairs.loser_latents, one_pairs.loser_latents, rtol=0, atol=2e-4
+        )  # batch-size rounding
         torch.testing.assert_close(two_pairs.winner_latents, one_pairs.winner_latents, rtol=0, atol=2e-4)
     final_one = load_file(str(micro_reference / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
     final_two = load_file(str(out / "model" / "unet" / "diffusion_pytorch_model.safetensors"))

@@ -201,8 +201,13 @@ def test_losses_are_registered_with_validated_configs():
     assert {"redpo", "sft", "kd"} <= set(load_plugins().registry("losses").names())
     redpo = build("redpo")
     assert (redpo.config.beta, redpo.config.beta_convention, redpo.config.sft_weight) == (5000.0, "salesforce", 1e4)
-    for name, bad in [("redpo", {"beta": 0}), ("redpo", {"reference": "ema"}), ("sft", {"target": "x0"}),
-                      ("kd", {"feature_weight": -1}), ("kd", {"temperature": 2})]:
+    for name, bad in [
+        ("redpo", {"beta": 0}),
+        ("redpo", {"reference": "ema"}),
+        ("sft", {"target": "x0"}),
+        ("kd", {"feature_weight": -1}),
+        ("kd", {"temperature": 2}),
+    ]:
         with pytest.raises(ValueError):
             build(name, **bad)
 
@@ -229,7 +234,9 @@ def test_redpo_shares_the_teacher_forward_and_matches_the_loss_computed_by_hand(
     assert output.loss.item() == pytest.approx(dpo + 1e4 * sft, rel=1e-3)
     assert 0.1 < output.metrics["dpo"] < 5 and output.metrics["dpo"] != pytest.approx(math.log(2), abs=1e-3)
     assert set(output.metrics) == {"loss", "dpo", "sft", "implicit_acc", "inside", "model_diff", "ref_diff"}
-    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad for v in output.metrics.values())  # read once per step
+    assert all(
+        isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad for v in output.metrics.values()
+    )  # read once per step
 
 
 def test_redpo_gradients_reach_only_the_student(teacher, pairs):
@@ -256,13 +263,17 @@ def test_redpo_student_init_reference_starts_at_log2_and_is_frozen(teacher, pair
     assert teacher_calls.batch_sizes == [2]  # the SFT target: the teacher on the winners only
     assert output.metrics["sft"] > 0
     output.loss.backward()
-    assert all(not parameter.requires_grad and parameter.grad is None for parameter in reference.trainable_parameters("all"))
+    assert all(
+        not parameter.requires_grad and parameter.grad is None for parameter in reference.trainable_parameters("all")
+    )
 
 
 def test_redpo_noise_target_anchors_to_the_true_noise(teacher, pairs):
     student = pruned_student(teacher)
     with ForwardCounter(teacher) as calls:
-        output = build("redpo", sft_target="noise", dpo_weight=0.0, sft_weight=2.0).compute(student, teacher, batch_of(pairs))
+        output = build("redpo", sft_target="noise", dpo_weight=0.0, sft_weight=2.0).compute(
+            student, teacher, batch_of(pairs)
+        )
     assert calls.batch_sizes == [4]  # the reference only
     winners, _, conditioning = pairs
     noise, timesteps = redrawn_noise(student, winners)
@@ -286,8 +297,11 @@ def test_redpo_uncond_anchor_regresses_the_empty_prompt_prediction_to_the_teache
     noise, timesteps = redrawn_noise(student, winners)
     empty = teacher.encode_prompts([""]).expand_as(conditioning)
     expected = (
-        predicted(student, winners, noise, timesteps, empty) - predicted(teacher, winners, noise, timesteps, empty)
-    ).pow(2).mean().item()
+        (predicted(student, winners, noise, timesteps, empty) - predicted(teacher, winners, noise, timesteps, empty))
+        .pow(2)
+        .mean()
+        .item()
+    )
     assert expected > 0 and output.metrics["uncond"] == pytest.approx(expected, rel=1e-4)
     assert output.loss.item() == pytest.approx(plain.loss.item() + 3.0 * expected, rel=1e-4)
 
@@ -352,7 +366,10 @@ def test_kd_distils_a_block_removed_student(teacher, pairs):
     assert output.loss.item() == pytest.approx((metrics["output_mse"] + 0.5 * metrics["feature_mse"]).item(), rel=1e-6)
     output.loss.backward()
     assert all(parameter.grad is None for parameter in teacher.trainable_parameters("all"))
-    assert any(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in student.trainable_parameters("motion"))
+    assert any(
+        parameter.grad is not None and parameter.grad.abs().sum() > 0
+        for parameter in student.trainable_parameters("motion")
+    )
 
     with ForwardCounter(teacher) as calls:
         both = build("kd", on="both", output_weight=0.0).compute(student, teacher, batch_of(pairs))
@@ -386,7 +403,11 @@ def test_pair_generators_make_a_split_batch_give_the_whole_batch_loss(teacher, p
     reordered = loss.compute(student, teacher, split_invariant_batch(pairs, [1, 0])).loss
     torch.testing.assert_close(reordered, whole, rtol=1e-3, atol=1e-6)
     # with the shared generator the split changes the draws, so the halves do not add up
-    shared_alone = [loss.compute(student, teacher, batch_of((w[[r]], l[[r]], c[[r]]))).loss for r in (0, 1) for w, l, c in [pairs]]
+    shared_alone = [
+        loss.compute(student, teacher, batch_of((w[[r]], lose[[r]], c[[r]]))).loss
+        for r in (0, 1)
+        for w, lose, c in [pairs]
+    ]
     assert not torch.allclose(whole, (shared_alone[0] + shared_alone[1]) / 2, rtol=1e-2)
 
 

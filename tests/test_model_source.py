@@ -16,7 +16,9 @@ def test_what_no_hub_id_looks_like_is_local(value: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["openai/clip-vit-base-patch32", "gpt2"])
-def test_owner_name_that_does_not_exist_here_is_a_hub_id(value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_owner_name_that_does_not_exist_here_is_a_hub_id(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert not is_local_path(value)
     source = model_source(value, "reward option `model`", "a CLIP model")
@@ -51,12 +53,22 @@ def test_an_online_fetch_failure_says_what_failed_and_how_to_fail_fast(monkeypat
     monkeypatch.delenv("HF_HUB_OFFLINE")
     source = model_source("nobody/no-model", "base", "a pipeline")
     assert source.is_available()  # online: only a request could tell, and none is made before loading
-    message = str(source.load_error("a pipeline", OSError("We couldn't connect to\n'https://huggingface.co'."), "unused"))
+    message = str(
+        source.load_error("a pipeline", OSError("We couldn't connect to\n'https://huggingface.co'."), "unused")
+    )
     assert "could not be fetched from the Hugging Face hub (We couldn't connect to 'https://huggingface.co')" in message
-    assert "set HF_HUB_OFFLINE=1: then every missing model is listed at once" in message and "`hf download nobody/no-model" in message
+    assert (
+        "set HF_HUB_OFFLINE=1: then every missing model is listed at once" in message
+        and "`hf download nobody/no-model" in message
+    )
 
 
 def test_a_local_folder_that_fails_to_load_is_not_sent_to_the_hub(tmp_path: Path) -> None:
     source = model_source(str(tmp_path), "base", "a pipeline")
-    message = str(source.load_error("a pipeline", OSError("no model_index.json"), "Point base at a folder holding a pipeline."))
-    assert message == f"base = {str(tmp_path)!r}: could not load a pipeline from the directory {tmp_path}: no model_index.json. Point base at a folder holding a pipeline."
+    message = str(
+        source.load_error("a pipeline", OSError("no model_index.json"), "Point base at a folder holding a pipeline.")
+    )
+    assert (
+        message
+        == f"base = {str(tmp_path)!r}: could not load a pipeline from the directory {tmp_path}: no model_index.json. Point base at a folder holding a pipeline."
+    )

@@ -17,7 +17,11 @@ IN_TREE_COMPONENTS = {
     "vipkit_clip": {"rewards": ["clip"]},
     "vipkit_losses": {"losses": ["redpo", "sft", "kd"]},
     "vipkit_shapes": {"rewards": ["shapes"]},
-    "vipkit_strategies": {"scorers": ["reward-drop", "param-count"], "pruners": ["block"], "curators": ["degraded-dimensions"]},
+    "vipkit_strategies": {
+        "scorers": ["reward-drop", "param-count"],
+        "pruners": ["block"],
+        "curators": ["degraded-dimensions"],
+    },
     "vipkit_vbench": {"rewards": ["vbench"]},
     "vipkit_videocrafter2": {"models": ["videocrafter2"]},
     "vipkit_videoscore": {"rewards": ["videoscore"]},
@@ -50,7 +54,9 @@ def test_registering_and_validating_every_shipped_recipe_import_no_heavy_library
     """`vipkit plugins` and `vipkit validate` answer in well under 2 s only while no plugin imports torch,
     diffusers or transformers when it registers (importing them costs ~15 s on a cold 2-core machine)."""
     recipes = sorted(str(path) for path in (ROOT / "recipes").glob("*.toml"))
-    result = subprocess.run([sys.executable, "-c", REGISTER_AND_VALIDATE, *recipes], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", REGISTER_AND_VALIDATE, *recipes], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout) == {"errors": [], "heavy": []}
 

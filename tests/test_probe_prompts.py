@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+from conftest import MICRO_RECIPE
 
 import vipkit
 from vipkit.engine import compress
@@ -12,8 +13,6 @@ from vipkit.media import eight_bit
 from vipkit.plugins import load_plugins
 from vipkit.recipe import parse_recipe
 from vipkit_animatediff import AnimateDiff
-
-from conftest import MICRO_RECIPE
 
 PROBE = ["a green star spinning", "a black cat jumping"]
 MICRO = Path(MICRO_RECIPE).read_text(encoding="utf-8")

@@ -53,14 +53,24 @@ def test_good_recipe_resolves_defaults_and_weights():
     assert recipe.losses[0].config.beta == 100
     assert recipe.losses[0].config.beta_convention == "salesforce"  # default filled in
     assert recipe.train.epochs == 2 and recipe.schedule.block_kinds == ["motion_module"]
-    assert recipe.dump()["pruner"] == {"name": "block", "blocks_per_stage": 2, "param_fraction": None, "target_fraction": None, "target_kind": None}
+    assert recipe.dump()["pruner"] == {
+        "name": "block",
+        "blocks_per_stage": 2,
+        "param_fraction": None,
+        "target_fraction": None,
+        "target_kind": None,
+    }
     assert parse_recipe(GOOD).fingerprint() == recipe.fingerprint()
     assert parse_recipe(GOOD.replace("beta = 100", "beta = 101")).fingerprint() != recipe.fingerprint()
 
 
 def test_all_errors_reported_at_once_with_key_paths():
-    text = GOOD.replace("beta = 100", "beta = -1").replace('name = "block"', 'name = "blok"').replace("seed = 3", "seed = 3\nfoo = 1")
-    text += "\n[train]\nepochs = -2\nlearning_rate = \"fast\"\n"
+    text = (
+        GOOD.replace("beta = 100", "beta = -1")
+        .replace('name = "block"', 'name = "blok"')
+        .replace("seed = 3", "seed = 3\nfoo = 1")
+    )
+    text += '\n[train]\nepochs = -2\nlearning_rate = "fast"\n'
     errors = errors_of(text)
     joined = "\n".join(errors)
     assert any(e.startswith("losses[0].beta:") and "greater than 0" in e for e in errors), joined
@@ -115,11 +125,22 @@ def test_loss_weight_must_be_positive():
 
 
 def test_set_overrides_change_values_create_tables_and_index_losses():
-    recipe = parse_recipe(GOOD, overrides=["model.dtype=bfloat16", "train.learning_rate=3e-4", "losses[1].weight=2", "losses.0.beta=7",
-                                           "prompts.eval=[\"x\", \"y\"]", "model.preset_seed = 4"])
+    recipe = parse_recipe(
+        GOOD,
+        overrides=[
+            "model.dtype=bfloat16",
+            "train.learning_rate=3e-4",
+            "losses[1].weight=2",
+            "losses.0.beta=7",
+            'prompts.eval=["x", "y"]',
+            "model.preset_seed = 4",
+        ],
+    )
     assert recipe.model.config.dtype == "bfloat16" and recipe.model.config.preset_seed == 4  # text and TOML values
     assert recipe.train.learning_rate == 3e-4 and recipe.prompts_eval == ["x", "y"]  # [train] was absent: created
-    assert [(loss.name, loss.weight) for loss in recipe.losses] == [("redpo", 1.0), ("kd", 2.0)] and recipe.losses[0].config.beta == 7
+    assert [(loss.name, loss.weight) for loss in recipe.losses] == [("redpo", 1.0), ("kd", 2.0)] and recipe.losses[
+        0
+    ].config.beta == 7
     assert recipe.fingerprint() != parse_recipe(GOOD).fingerprint()
 
 
@@ -131,8 +152,12 @@ def test_bad_set_overrides_are_listed_together():
         "--set 'losses[5].beta=1': losses.5: the recipe has 2 such tables; name one by its index, 0 to 1",
         "--set 'seed.x=1': seed is a value, not a table",
     ]
-    errors = errors_of_overrides(["train.epochs=-1", "model.nosuch=1"])  # the values themselves are validated like the file's
-    assert "train.epochs: Input should be greater than or equal to 0, got -1" in errors and any(e.startswith("model.nosuch: unknown option") for e in errors)
+    errors = errors_of_overrides(
+        ["train.epochs=-1", "model.nosuch=1"]
+    )  # the values themselves are validated like the file's
+    assert "train.epochs: Input should be greater than or equal to 0, got -1" in errors and any(
+        e.startswith("model.nosuch: unknown option") for e in errors
+    )
 
 
 def errors_of_overrides(overrides: list[str]) -> list[str]:

@@ -58,7 +58,16 @@ def test_good_scores_pass_unchanged():
 @pytest.mark.parametrize(
     ("broken", "expected"),
     [
-        ("nan-on-second", ["reward 'brightness' (plugin test-plugin)", "non-finite score (nan)", "'brightness'", repr(PROMPTS[1]), "video 1 of 3"]),
+        (
+            "nan-on-second",
+            [
+                "reward 'brightness' (plugin test-plugin)",
+                "non-finite score (nan)",
+                "'brightness'",
+                repr(PROMPTS[1]),
+                "video 1 of 3",
+            ],
+        ),
         ("out-of-range", ["outside its declared range [0.0, 1.0]", "'brightness'", repr(PROMPTS[0]), "3 such videos"]),
         ("missing", ["missing: contrast"]),
         ("extra", ["undeclared: sharpness"]),

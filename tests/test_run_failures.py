@@ -98,7 +98,9 @@ def vipkit(args: list[str], cwd: Path, site: Path, **env: str) -> subprocess.Com
     environment = {**os.environ, "PYTHONPATH": str(site), "VIPKIT_PLUGINS": "vipkit-flaky", **env}
     environment.pop("FLAKY_NAN_AFTER", None)
     environment.update(env)
-    return subprocess.run([sys.executable, "-m", "vipkit", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "vipkit", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=900
+    )
 
 
 def digests(folder: Path) -> dict[str, bytes]:
@@ -112,7 +114,12 @@ def failed_in_stage_2(site, tmp_path_factory) -> tuple[Path, Path, subprocess.Co
     recipe = folder / "recipe.toml"
     recipe.write_text(RECIPE.format(reward="flaky", reward_options="", stages=2, learning_rate=1e-4))
     out = folder / "run"
-    result = vipkit(["compress", "--recipe", str(recipe), "--out", str(out)], folder, site, FLAKY_NAN_AFTER=str(out / "stages" / "stage-001" / "stage.json"))
+    result = vipkit(
+        ["compress", "--recipe", str(recipe), "--out", str(out)],
+        folder,
+        site,
+        FLAKY_NAN_AFTER=str(out / "stages" / "stage-001" / "stage.json"),
+    )
     return recipe, out, result
 
 
@@ -121,7 +128,14 @@ def test_nan_reward_stops_naming_reward_dimension_prompt_and_keeps_stage_1(faile
     message = " ".join(result.stderr.split())
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    for part in ("stage 2:", "reward 'flaky' (plugin vipkit-flaky:flaky)", "non-finite score (nan)", "dimension 'brightness'", "prompt 'a white star spinning'", f"Kept in {out}: stage 1."):
+    for part in (
+        "stage 2:",
+        "reward 'flaky' (plugin vipkit-flaky:flaky)",
+        "non-finite score (nan)",
+        "dimension 'brightness'",
+        "prompt 'a white star spinning'",
+        f"Kept in {out}: stage 1.",
+    ):
         assert part in message, (part, message[-1500:])
     assert (out / "stages" / "stage-001" / "stage.json").exists() and not (out / "stages" / "stage-002").exists()
     verify_saved_model(out / "stages" / "stage-001" / "model")  # every file matches its digest
@@ -147,7 +161,13 @@ def test_damaged_newest_checkpoint_is_refused_and_left_in_place(failed_in_stage_
     message = " ".join(result.stderr.split())
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    for part in ("cannot resume: the checkpoint of stage 1 is damaged", str(weights), "is corrupt", f"delete the folder {out / 'stages' / 'stage-001'}", "from the teacher"):
+    for part in (
+        "cannot resume: the checkpoint of stage 1 is damaged",
+        str(weights),
+        "is corrupt",
+        f"delete the folder {out / 'stages' / 'stage-001'}",
+        "from the teacher",
+    ):
         assert part in message, (part, message[-1500:])
     assert weights.stat().st_size == 4096 and (out / "stages" / "stage-001" / "stage.json").exists()  # nothing deleted
 
@@ -158,7 +178,14 @@ def test_diverging_loss_stops_naming_stage_and_metrics_and_keeps_the_pairs(tmp_p
     with pytest.raises(VipkitError) as info:
         compress(parse_recipe(text, "diverging.toml"), text, out, log=lambda line: None)
     message = str(info.value)
-    for part in ("stage 1: training diverged: the training loss became nan", "redpo/", "Lower train.learning_rate (now 10000)", f"Kept in {out}: no finished stage and stage 1's pruning decision and pairs."):
+    for part in (
+        "stage 1: training diverged: the training loss became nan",
+        "redpo/",
+        "Lower train.learning_rate (now 10000)",
+        f"Kept in {out}: no finished stage and stage 1's pruning decision and pairs.",
+    ):
         assert part in message, (part, message)
     assert isinstance(info.value.__cause__, FloatingPointError)
-    assert (out / "stages" / "stage-001.pairs" / "pairs.safetensors").exists() and not (out / "stages" / "stage-001").exists()
+    assert (out / "stages" / "stage-001.pairs" / "pairs.safetensors").exists() and not (
+        out / "stages" / "stage-001"
+    ).exists()

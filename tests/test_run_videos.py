@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from conftest import MICRO_RECIPE
 
 import vipkit
 from vipkit import sharded
@@ -18,8 +19,6 @@ from vipkit.media import eight_bit
 from vipkit.pair_store import load_pairs, save_pairs
 from vipkit.recipe import load_recipe
 from vipkit.testing import tiny_model
-
-from conftest import MICRO_RECIPE
 
 
 def stored_dtypes(path: Path) -> dict[str, str]:
@@ -36,7 +35,10 @@ def test_pairs_store_videos_as_uint8_and_read_back_what_the_run_holds(tmp_path):
     pairs = vipkit.PairSet(["a", "b", "c"], [1, 2, 3], latents[0], latents[1], videos[0], videos[1], ["x"])
     save_pairs(pairs, tmp_path)
     assert stored_dtypes(tmp_path / "pairs.safetensors") == {
-        "winner_latents": "F32", "loser_latents": "F32", "winner_videos": "U8", "loser_videos": "U8"
+        "winner_latents": "F32",
+        "loser_latents": "F32",
+        "winner_videos": "U8",
+        "loser_videos": "U8",
     }
     back = load_pairs(tmp_path)
     for name in ("winner_latents", "loser_latents", "winner_videos", "loser_videos"):
@@ -52,7 +54,10 @@ def test_teacher_cache_reads_back_the_generated_videos_bit_for_bit(tmp_path):
     assert torch.equal(fresh.videos, eight_bit(model.generate(["a red ball", "a blue cube"], [5, 6]).videos))
     again = cache.generate(model, ["a red ball", "a blue cube"], [5, 6])  # from disk now
     assert torch.equal(again.videos, fresh.videos) and torch.equal(again.latents, fresh.latents)
-    assert {dtype for entry in tmp_path.glob("*.safetensors") for dtype in stored_dtypes(entry).values()} == {"U8", "F32"}
+    assert {dtype for entry in tmp_path.glob("*.safetensors") for dtype in stored_dtypes(entry).values()} == {
+        "U8",
+        "F32",
+    }
 
 
 def weights_state(model: vipkit.VideoModel) -> tuple[str, tuple[str, ...]]:

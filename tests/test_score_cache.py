@@ -66,7 +66,10 @@ def test_cached_scores_equal_fresh_scores_bit_for_bit_and_are_computed_once(tmp_
     for dim in Counting.dimensions:
         assert reread[dim].dtype == fresh[dim].dtype and torch.equal(reread[dim], fresh[dim])
     stored = json.loads(next(p for p in (tmp_path / cached.key).glob("*.json") if p.name != "reward.json").read_text())
-    assert set(stored["scores"]) == {"brightness", "contrast"} and stored["dtypes"] == {"brightness": "float32", "contrast": "float64"}
+    assert set(stored["scores"]) == {"brightness", "contrast"} and stored["dtypes"] == {
+        "brightness": "float32",
+        "contrast": "float64",
+    }
     assert json.loads((tmp_path / cached.key / "reward.json").read_text())["config"] == {"gain": 1.0}
 
 
@@ -77,7 +80,9 @@ def test_other_config_other_prompt_or_changed_pixel_misses(tmp_path):
     doubled = other_config.score(videos, PROMPTS[:2])
     assert other_config.misses == 2 and len(Counting.scored) == 4
     assert len(list(tmp_path.iterdir())) == 2  # one folder per (reward, config)
-    torch.testing.assert_close(doubled["brightness"], Counting.from_options({"gain": 2.0}).score(videos, PROMPTS[:2])["brightness"])
+    torch.testing.assert_close(
+        doubled["brightness"], Counting.from_options({"gain": 2.0}).score(videos, PROMPTS[:2])["brightness"]
+    )
 
     same = CachedReward(Counting(), tmp_path)
     changed = videos.clone()
@@ -101,11 +106,15 @@ def test_a_combined_reward_caches_each_part_on_its_own(tmp_path):
     plugins = discover_plugins((), include_entry_points=False)
     plugins.add(CountingPlugin(), name="counting_plugin")
     videos = sample_videos(2)
-    combined = reward_stack(CombinedReward({"a": Counting(), "b": Counting.from_options({"gain": 3.0})}), plugins, tmp_path)
+    combined = reward_stack(
+        CombinedReward({"a": Counting(), "b": Counting.from_options({"gain": 3.0})}), plugins, tmp_path
+    )
     scores = combined.score(videos, PROMPTS[:2])
     assert combined.dimensions == ("a.brightness", "a.contrast", "b.brightness", "b.contrast")
     assert len(Counting.scored) == 4
-    changed_b = reward_stack(CombinedReward({"a": Counting(), "b": Counting.from_options({"gain": 4.0})}), plugins, tmp_path)
+    changed_b = reward_stack(
+        CombinedReward({"a": Counting(), "b": Counting.from_options({"gain": 4.0})}), plugins, tmp_path
+    )
     rescored = changed_b.score(videos, PROMPTS[:2])
     assert len(Counting.scored) == 6  # only part b was scored again
     assert torch.equal(rescored["a.brightness"], scores["a.brightness"])
@@ -120,7 +129,10 @@ def test_a_new_version_of_the_rewards_plugin_rescores_instead_of_reusing_old_sco
     upgraded.score(videos, PROMPTS[:2])
     assert (same.hits, same.misses, upgraded.hits, upgraded.misses) == (2, 0, 0, 2)
     assert len(Counting.scored) == 4
-    assert sorted(json.loads((d / "reward.json").read_text())["provider"] for d in tmp_path.iterdir()) == ["counting-plugin 1.0", "counting-plugin 1.1"]
+    assert sorted(json.loads((d / "reward.json").read_text())["provider"] for d in tmp_path.iterdir()) == [
+        "counting-plugin 1.0",
+        "counting-plugin 1.1",
+    ]
 
 
 RECIPE = """
@@ -185,7 +197,9 @@ def test_an_engine_run_and_its_resume_score_each_distinct_video_exactly_once(tmp
         # Answered from the cache per stage: the baseline, the pruned summary (if no training: the distilled
         # one too), and from stage 2 on the teacher's two training videos.
         hits = sum(2 + (s["train"]["steps"] == 0) for s in first["stages"]) + 2 * (len(first["stages"]) - 1)
-        assert lines[-1] == f"rewards: counting: {len(scored_first)} videos scored, {hits} answered from the score cache"
+        assert (
+            lines[-1] == f"rewards: counting: {len(scored_first)} videos scored, {hits} answered from the score cache"
+        )
 
         resumed = tmp_path / "resumed"
         shutil.copytree(out, resumed)
@@ -198,7 +212,9 @@ def test_an_engine_run_and_its_resume_score_each_distinct_video_exactly_once(tmp
         assert second["stages"][1]["distilled"]["scores"] == first["stages"][1]["distilled"]["scores"]
         assert second["teacher"]["scores"] == first["teacher"]["scores"]
         (folder,) = Path(resumed, "cache", "scores").iterdir()
-        assert json.loads((folder / "reward.json").read_text())["provider"] == "counting_plugin"  # the plugin that registered it
+        assert (
+            json.loads((folder / "reward.json").read_text())["provider"] == "counting_plugin"
+        )  # the plugin that registered it
         assert plugins.provider("rewards", "shapes") == f"vipkit_shapes {vipkit.__version__}"
     finally:
         plugins.remove("counting_plugin")
@@ -229,7 +245,9 @@ def test_ranks_storing_into_one_fresh_cache_folder_at_once_do_not_collide(tmp_pa
         assert [worker.exitcode for worker in workers] == [0, 0, 0]
         assert failures.empty(), failures.get()
         (folder,) = root.iterdir()
-        assert len([p for p in folder.iterdir() if p.suffix == ".json"]) == 4 and not [p for p in folder.iterdir() if p.suffix != ".json"]
+        assert len([p for p in folder.iterdir() if p.suffix == ".json"]) == 4 and not [
+            p for p in folder.iterdir() if p.suffix != ".json"
+        ]
         reread = CachedReward(Counting(), root)
         reread.score(sample_videos(3), PROMPTS)
         assert (reread.hits, reread.misses) == (3, 0)

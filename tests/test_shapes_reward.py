@@ -17,7 +17,6 @@ from vipkit_shapes.reward import ShapesReward
 from vipkit_shapes.world import BACKGROUNDS, COLOURS, SHAPES, Scene, describe, render_batch, sample_scenes
 
 
-
 def _swap(scene: Scene, attribute: str, mapping: dict[str, str]) -> Scene:
     objects = tuple(dataclasses.replace(o, **{attribute: mapping[getattr(o, attribute)]}) for o in scene.objects)
     return Scene(objects, scene.background)
@@ -53,9 +52,13 @@ def corrupted_videos(count: int, frames: int, size: int) -> tuple[list[str], dic
     return [describe(s) for s in scenes], {
         "real": real,
         "wrong colour": render([_recoloured(s) for s in scenes]),
-        "wrong shape": render([_swap(s, "shape", dict(zip(SHAPES, SHAPES[1:] + SHAPES[:1], strict=True))) for s in scenes]),
+        "wrong shape": render(
+            [_swap(s, "shape", dict(zip(SHAPES, SHAPES[1:] + SHAPES[:1], strict=True))) for s in scenes]
+        ),
         "wrong direction": render([_swap(s, "direction", opposite) for s in scenes]),
-        "wrong background": render([Scene(s.objects, backgrounds[(backgrounds.index(s.background) + 1) % 3]) for s in scenes]),
+        "wrong background": render(
+            [Scene(s.objects, backgrounds[(backgrounds.index(s.background) + 1) % 3]) for s in scenes]
+        ),
         "frozen": real[:, :1].expand_as(real).clone(),
         "wrong speed": render([_swap(s, "speed", {"slowly": "quickly", "quickly": "slowly"}) for s in scenes]),
         "flicker brightened": brightened,
@@ -106,7 +109,10 @@ def test_real_videos_score_high_on_every_dimension(measured):
 @pytest.mark.parametrize("corruption", list(TARGETED))
 def test_each_corruption_lowers_the_dimension_it_targets(measured, corruption):
     dimension, margin = TARGETED[corruption]
-    assert measured[corruption][dimension] <= measured["real"][dimension] - margin, (dimension, measured[corruption][dimension])
+    assert measured[corruption][dimension] <= measured["real"][dimension] - margin, (
+        dimension,
+        measured[corruption][dimension],
+    )
 
 
 def test_uniform_noise_scores_low_everywhere(measured):

@@ -25,7 +25,9 @@ VERSION_KEYS = ("transformers_version", "_diffusers_version")  # of the library 
 @pytest.fixture(scope="module", params=sorted(PARAMETERS))
 def named_teacher(request):
     """(folder name, loaded model) for each teacher in models/."""
-    return request.param, load_plugins().registry("models").get("animatediff").from_options({"base": str(MODELS / request.param)})
+    return request.param, load_plugins().registry("models").get("animatediff").from_options(
+        {"base": str(MODELS / request.param)}
+    )
 
 
 def test_teacher_loads_with_its_architecture(named_teacher):
@@ -58,7 +60,9 @@ def _files(folder: Path) -> dict[str, bytes | dict]:
     files: dict[str, bytes | dict] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if path.suffix == ".json":
-            files[str(path.relative_to(folder))] = {k: v for k, v in json.loads(path.read_text()).items() if k not in VERSION_KEYS}
+            files[str(path.relative_to(folder))] = {
+                k: v for k, v in json.loads(path.read_text()).items() if k not in VERSION_KEYS
+            }
         else:
             files[str(path.relative_to(folder))] = path.read_bytes()
     return files
@@ -72,7 +76,9 @@ def test_export_writes_the_shipped_folder_again(name, tmp_path):
         parts = build_parts(unet=ARCHITECTURES[name])
     parts.text_encoder.load_state_dict(load_file(shipped / "text_encoder" / "model.safetensors"))
     parts.vae.load_state_dict(load_file(shipped / "vae" / "diffusion_pytorch_model.safetensors"))
-    parts.vae.register_to_config(scaling_factor=json.loads((shipped / "vae" / "config.json").read_text())["scaling_factor"])
+    parts.vae.register_to_config(
+        scaling_factor=json.loads((shipped / "vae" / "config.json").read_text())["scaling_factor"]
+    )
     parts.unet.load_state_dict(load_file(shipped / "unet" / "diffusion_pytorch_model.safetensors"))
     export_teacher(tmp_path / name, parts, parts.unet)
     assert _files(tmp_path / name) == _files(shipped)
@@ -87,7 +93,18 @@ def test_train_teacher_refuses_contradictory_options(tmp_path):
 def test_training_resumes_and_exports_a_loadable_teacher(tmp_path):
     """The fast teacher's recipe in miniature: a short call, a resumed call, then the export."""
     first, second, exported = tmp_path / "first", tmp_path / "second", tmp_path / "teacher"
-    common = ["--videos", "8", "--batch", "2", "--eval-count", "1", "--init-from", str(MODELS / "shapes-teacher"), "--distill-weight", "1"]
+    common = [
+        "--videos",
+        "8",
+        "--batch",
+        "2",
+        "--eval-count",
+        "1",
+        "--init-from",
+        str(MODELS / "shapes-teacher"),
+        "--distill-weight",
+        "1",
+    ]
     with torch.random.fork_rng():
         train_teacher(["--out", str(first), "--minutes", "0.01", "--unet", "fast", *common])
         train_teacher(["--out", str(second), "--minutes", "0", "--resume", str(first / "checkpoint"), *common])

@@ -27,8 +27,6 @@ from vipkit_shapes.world import (
     sample_scenes,
 )
 
-
-
 RED_CIRCLE = Scene((SceneObject("circle", "red", "large", "right", "quickly"),), "white")
 
 
@@ -84,8 +82,12 @@ def test_objects_move_at_their_speed_in_their_direction(frames, size):
             x = (mass.sum(1) * coords).sum(1) / mass.sum((1, 2))
             y = (mass.sum(2) * coords).sum(1) / mass.sum((1, 2))
             step = travel * size / (frames - 1)
-            torch.testing.assert_close(x.diff(), torch.full((frames - 1,), dx * step), atol=0.01, rtol=0)  # steps of 1-2 px
-            torch.testing.assert_close(y.diff(), torch.full((frames - 1,), dy * step), atol=0.01, rtol=0)  # steps of 1-2 px
+            torch.testing.assert_close(
+                x.diff(), torch.full((frames - 1,), dx * step), atol=0.01, rtol=0
+            )  # steps of 1-2 px
+            torch.testing.assert_close(
+                y.diff(), torch.full((frames - 1,), dy * step), atol=0.01, rtol=0
+            )  # steps of 1-2 px
 
 
 def test_two_object_scenes_have_distinct_colours_and_keep_apart():
@@ -108,7 +110,10 @@ def test_prompts_round_trip():
         assert parse_prompt(describe(scene)) == scene
     assert describe(RED_CIRCLE) == "a large red circle moving right quickly on a white background"
     two = Scene(RED_CIRCLE.objects + (SceneObject("square", "blue", "small", "up", "slowly"),), "gray")
-    assert describe(two) == "a large red circle moving right quickly and a small blue square moving up slowly on a gray background"
+    assert (
+        describe(two)
+        == "a large red circle moving right quickly and a small blue square moving up slowly on a gray background"
+    )
 
 
 @pytest.mark.parametrize(
@@ -139,12 +144,17 @@ def test_word_tokenizer_reads_each_grammar_word_as_one_token(tmp_path):
         ids = tokenizer(word, add_special_tokens=False).input_ids
         assert tokenizer.convert_ids_to_tokens(ids) == [word + "</w>"]
     ids = tokenizer("a small red circle moving left slowly on a white background").input_ids
-    assert len(ids) == 1 + 11 + 1 and ids[0] == tokenizer.bos_token_id == 512 and ids[-1] == tokenizer.eos_token_id == 513
+    assert (
+        len(ids) == 1 + 11 + 1 and ids[0] == tokenizer.bos_token_id == 512 and ids[-1] == tokenizer.eos_token_id == 513
+    )
     unknown = tokenizer("zebra", add_special_tokens=False).input_ids
     assert tokenizer.convert_ids_to_tokens(unknown) == ["z", "e", "b", "r", "a</w>"]
     tokenizer.save_pretrained(tmp_path)
     from transformers import CLIPTokenizer
 
     reloaded = CLIPTokenizer.from_pretrained(tmp_path)
-    for text in ("a large cyan diamond moving down quickly and a small red circle moving up slowly on a black background", "zebra!"):
+    for text in (
+        "a large cyan diamond moving down quickly and a small red circle moving up slowly on a black background",
+        "zebra!",
+    ):
         assert reloaded(text).input_ids == tokenizer(text).input_ids

@@ -44,8 +44,10 @@ STUDENT_SCORES = {
 def generation(offset: float) -> vipkit.Generation:
     """Five videos whose every value is ``offset + index``, so a selection can be read off the tensors."""
     index = torch.arange(5, dtype=torch.float32) + offset
-    return vipkit.Generation(videos=index.view(5, 1, 1, 1, 1).expand(5, 2, 3, 4, 4).clone(),
-                             latents=index.view(5, 1, 1, 1, 1).expand(5, 4, 2, 2, 2).clone())
+    return vipkit.Generation(
+        videos=index.view(5, 1, 1, 1, 1).expand(5, 2, 3, 4, 4).clone(),
+        latents=index.view(5, 1, 1, 1, 1).expand(5, 4, 2, 2, 2).clone(),
+    )
 
 
 @pytest.fixture
@@ -223,9 +225,17 @@ def test_pruner_reaches_a_target_fraction_of_one_kind_in_equal_shares_per_stage(
     assert pruner.check_plan(plan) == []
     with pytest.raises(VipkitError, match="needs begin_stage"):
         pruner.apply(model, ranked(motion))
-    pruner.begin_stage(plan, 1)  # goal 0.5 × 435,424 × 1/2 = 108,856: 23,200 + 91,456 reach it; a spatial block does not count
-    assert pruner.apply(model, ranked([motion[0], spatial, *motion[1:]])) == [motion[0].name, spatial.name, motion[1].name]
-    pruner.begin_stage(plan, 2)  # goal 217,712 of the teacher's motion parameters: 114,656 gone, two more 91,456 modules
+    pruner.begin_stage(
+        plan, 1
+    )  # goal 0.5 × 435,424 × 1/2 = 108,856: 23,200 + 91,456 reach it; a spatial block does not count
+    assert pruner.apply(model, ranked([motion[0], spatial, *motion[1:]])) == [
+        motion[0].name,
+        spatial.name,
+        motion[1].name,
+    ]
+    pruner.begin_stage(
+        plan, 2
+    )  # goal 217,712 of the teacher's motion parameters: 114,656 gone, two more 91,456 modules
     assert pruner.apply(model, ranked(motion)) == [motion[2].name, motion[3].name]
     left = sum(b.params for b in model.blocks() if b.kind == "motion_module")
     assert left == 435_424 - 297_568 and 1 - left / 435_424 >= 0.5
@@ -234,8 +244,13 @@ def test_pruner_reaches_a_target_fraction_of_one_kind_in_equal_shares_per_stage(
 
 
 def test_pruner_target_fraction_is_checked_against_the_plan(tiny: vipkit.VideoModel) -> None:
-    whole = BlockPruner.from_options({"target_fraction": 0.4})  # of all 1,228,388 parameters; motion modules hold 35.4 %
-    assert "target_fraction: 0.4 of the 1,228,388 parameters is more than the prunable blocks hold (35.4%)" in whole.check_plan(motion_plan(tiny, 3))[0]
+    whole = BlockPruner.from_options(
+        {"target_fraction": 0.4}
+    )  # of all 1,228,388 parameters; motion modules hold 35.4 %
+    assert (
+        "target_fraction: 0.4 of the 1,228,388 parameters is more than the prunable blocks hold (35.4%)"
+        in whole.check_plan(motion_plan(tiny, 3))[0]
+    )
     assert whole.check_plan(motion_plan(tiny, 3, ("motion_module", "spatial_transformer_block"))) == []
     other = BlockPruner.from_options({"target_fraction": 0.5, "target_kind": "spatial_transformer_block"})
     assert other.check_plan(motion_plan(tiny, 3)) == [

@@ -24,7 +24,10 @@ class Good(vipkit.RewardModel):
     def score(self, videos, prompts):
         if len(prompts) != videos.shape[0]:
             raise ValueError(f"{videos.shape[0]} videos but {len(prompts)} prompts")
-        return {"brightness": videos.mean(dim=(1, 2, 3, 4)) * self.config.gain, "redness": videos[:, :, 0].mean(dim=(1, 2, 3))}
+        return {
+            "brightness": videos.mean(dim=(1, 2, 3, 4)) * self.config.gain,
+            "redness": videos[:, :, 0].mean(dim=(1, 2, 3)),
+        }
 
 
 def broken(class_name, change=None, **attributes):
@@ -69,24 +72,63 @@ CASES = [
     (broken("ListDims", dimensions=["brightness"]), "`dimensions` must be a non-empty tuple"),
     (broken("NotAConfig", Config=type("Config", (), {})), "`Config` must subclass vipkit.Config"),
     (broken("OpenConfig", Config=AcceptsUnknownKeys), "`Config` accepts unknown keys"),
-    (broken("UndescribedConfig", Config=Undescribed), "`Config` options without a description (Field(..., description=...)): gain"),
-    (OptionDependentDimensions, "`dimensions` is ('brightness', 'blueness') once built from options {}, but the class declares ('brightness', 'redness')"),
+    (
+        broken("UndescribedConfig", Config=Undescribed),
+        "`Config` options without a description (Field(..., description=...)): gain",
+    ),
+    (
+        OptionDependentDimensions,
+        "`dimensions` is ('brightness', 'blueness') once built from options {}, but the class declares ('brightness', 'redness')",
+    ),
     (broken("Missing", lambda s, v, p: {"brightness": s["brightness"]}), "missing: ['redness'], undeclared: none"),
     (broken("Extra", lambda s, v, p: {**s, "blue": s["redness"]}), "missing: none, undeclared: ['blue']"),
     (broken("NotADict", lambda s, v, p: list(s.values())), "score(videos, prompts) returned list, not a dict"),
-    (broken("Column", lambda s, v, p: {**s, "redness": s["redness"][:, None]}), "score()['redness'] must be a tensor of shape (2,) (one score per video), got torch.Size([2, 1])"),
-    (broken("Float", lambda s, v, p: {**s, "redness": s["redness"].tolist()}), "score()['redness'] must be a tensor of shape (2,)"),
-    (broken("NaN", lambda s, v, p: {**s, "redness": s["redness"] / 0 * 0}), "score()['redness'] has non-finite values [nan, nan]"),
-    (broken("Integer", lambda s, v, p: {**s, "redness": (s["redness"] * 100).long()}), "score()['redness'] dtype torch.int64 is not floating point"),
-    (broken("Grad", lambda s, v, p: {**s, "redness": s["redness"].requires_grad_()}), "score()['redness'] carries autograd history"),
-    (broken("OutOfRange", lambda s, v, p: {**s, "brightness": s["brightness"] * 10}), "score()['brightness'] has values"),
+    (
+        broken("Column", lambda s, v, p: {**s, "redness": s["redness"][:, None]}),
+        "score()['redness'] must be a tensor of shape (2,) (one score per video), got torch.Size([2, 1])",
+    ),
+    (
+        broken("Float", lambda s, v, p: {**s, "redness": s["redness"].tolist()}),
+        "score()['redness'] must be a tensor of shape (2,)",
+    ),
+    (
+        broken("NaN", lambda s, v, p: {**s, "redness": s["redness"] / 0 * 0}),
+        "score()['redness'] has non-finite values [nan, nan]",
+    ),
+    (
+        broken("Integer", lambda s, v, p: {**s, "redness": (s["redness"] * 100).long()}),
+        "score()['redness'] dtype torch.int64 is not floating point",
+    ),
+    (
+        broken("Grad", lambda s, v, p: {**s, "redness": s["redness"].requires_grad_()}),
+        "score()['redness'] carries autograd history",
+    ),
+    (
+        broken("OutOfRange", lambda s, v, p: {**s, "brightness": s["brightness"] * 10}),
+        "score()['brightness'] has values",
+    ),
     (broken("Raises", lambda s, v, p: 1 / 0), "score(videos, prompts) raised ZeroDivisionError: division by zero"),
     (broken("Mutates", mutate), "score() modified its input videos"),
-    (broken("Noisy", lambda s, v, p: {**s, "redness": s["redness"] + torch.rand(len(p)) * 1e-2}), "score()['redness'] called twice is not deterministic"),
-    (broken("Positional", lambda s, v, p: {**s, "redness": s["redness"] + 0.1 * torch.arange(len(p))}), "score()['redness'] of a reordered batch differs"),
-    (broken("BatchMean", lambda s, v, p: {**s, "redness": s["redness"] - s["redness"].mean() + 0.5}), "score()['redness'] of video 0 alone differs from the same video in a batch"),
-    (broken("NoCountCheck", score=ignore_prompt_count), "score() of 2 videos with 1 prompts returned scores; raise ValueError"),
-    (broken("WrongError", score=index_error_on_count), "score() of 2 videos with 1 prompts raised IndexError: list index out of range; raise ValueError"),
+    (
+        broken("Noisy", lambda s, v, p: {**s, "redness": s["redness"] + torch.rand(len(p)) * 1e-2}),
+        "score()['redness'] called twice is not deterministic",
+    ),
+    (
+        broken("Positional", lambda s, v, p: {**s, "redness": s["redness"] + 0.1 * torch.arange(len(p))}),
+        "score()['redness'] of a reordered batch differs",
+    ),
+    (
+        broken("BatchMean", lambda s, v, p: {**s, "redness": s["redness"] - s["redness"].mean() + 0.5}),
+        "score()['redness'] of video 0 alone differs from the same video in a batch",
+    ),
+    (
+        broken("NoCountCheck", score=ignore_prompt_count),
+        "score() of 2 videos with 1 prompts returned scores; raise ValueError",
+    ),
+    (
+        broken("WrongError", score=index_error_on_count),
+        "score() of 2 videos with 1 prompts raised IndexError: list index out of range; raise ValueError",
+    ),
 ]
 
 
@@ -109,7 +151,9 @@ def test_every_violation_is_reported_at_once_in_one_message():
         check_reward(many, ranges=(0, 1))
     violations = info.value.violations
     assert len(violations) == 4, violations  # missing dimension, out of range, reordered batch, video 1 alone
-    assert str(info.value).startswith("test_testing_kit.Many breaks the RewardModel contract in 4 ways:\n  - score() returned the dimensions")
+    assert str(info.value).startswith(
+        "test_testing_kit.Many breaks the RewardModel contract in 4 ways:\n  - score() returned the dimensions"
+    )
     assert isinstance(info.value, AssertionError)  # pytest reports it as a failed assertion
 
 
@@ -122,13 +166,24 @@ def test_invalid_options_and_non_rewards_are_reported():
 
 def test_in_tree_rewards_keep_the_contract():
     check_reward(ShapesReward, ranges=(0, 1))
-    check_reward(ClipReward, {"preset": "tiny"}, list(vipkit.testing.SAMPLE_PROMPTS), ranges={"clip_score": (0, 1), "frame_consistency": (-1, 1)})
+    check_reward(
+        ClipReward,
+        {"preset": "tiny"},
+        list(vipkit.testing.SAMPLE_PROMPTS),
+        ranges={"clip_score": (0, 1), "frame_consistency": (-1, 1)},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # check_loss
 
-SMALL = {"family": "animatediff", "num_frames": 4, "height": 16, "width": 16, "num_inference_steps": 2}  # check_loss options
+SMALL = {
+    "family": "animatediff",
+    "num_frames": 4,
+    "height": 16,
+    "width": 16,
+    "num_inference_steps": 2,
+}  # check_loss options
 
 
 class Mse(vipkit.DistillLoss):
@@ -167,15 +222,41 @@ def edits_weights(self, student, batch, out):
 
 
 LOSS_CASES = [
-    (broken_loss("Detached", lambda self, s, b, out: vipkit.LossOutput(out.loss.detach(), out.metrics)), ["compute().loss has no autograd history"]),
-    (broken_loss("Vector", lambda self, s, b, out: vipkit.LossOutput(out.loss.expand(2), out.metrics)), ["compute().loss must be a finite floating scalar tensor"]),
+    (
+        broken_loss("Detached", lambda self, s, b, out: vipkit.LossOutput(out.loss.detach(), out.metrics)),
+        ["compute().loss has no autograd history"],
+    ),
+    (
+        broken_loss("Vector", lambda self, s, b, out: vipkit.LossOutput(out.loss.expand(2), out.metrics)),
+        ["compute().loss must be a finite floating scalar tensor"],
+    ),
     (broken_loss("Unseeded", unseeded), ["compute() with the same generator seed gave"]),
-    (broken_loss("Flat", lambda self, s, b, out: vipkit.LossOutput(out.loss * 0, out.metrics)), ["backward() of the loss gives the student's 'motion' parameters no gradient"]),
-    (broken_loss("EditsWeights", edits_weights), [  # the edit also changes the second call's loss
-        "compute() with the same generator seed gave", "compute().metrics must map names to finite floats", "compute() changed model weights"]),
-    (broken_loss("VectorMetric", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": torch.ones(2)})), ["compute().metrics must map names"]),
-    (broken_loss("NaNMetric", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": torch.tensor(float("nan"))})), ["compute().metrics must map names"]),
-    (broken_loss("IntMetric", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": 3})), ["compute().metrics must map names"]),
+    (
+        broken_loss("Flat", lambda self, s, b, out: vipkit.LossOutput(out.loss * 0, out.metrics)),
+        ["backward() of the loss gives the student's 'motion' parameters no gradient"],
+    ),
+    (
+        broken_loss("EditsWeights", edits_weights),
+        [  # the edit also changes the second call's loss
+            "compute() with the same generator seed gave",
+            "compute().metrics must map names to finite floats",
+            "compute() changed model weights",
+        ],
+    ),
+    (
+        broken_loss("VectorMetric", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": torch.ones(2)})),
+        ["compute().metrics must map names"],
+    ),
+    (
+        broken_loss(
+            "NaNMetric", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": torch.tensor(float("nan"))})
+        ),
+        ["compute().metrics must map names"],
+    ),
+    (
+        broken_loss("IntMetric", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": 3})),
+        ["compute().metrics must map names"],
+    ),
 ]
 
 
@@ -183,7 +264,9 @@ LOSS_CASES = [
 def test_check_loss_names_each_broken_promise(cls, expected):
     with pytest.raises(ContractError) as info:
         check_loss(cls, **SMALL)
-    assert [next((v for v in info.value.violations if e in v), None) for e in expected] == info.value.violations, info.value.violations
+    assert [next((v for v in info.value.violations if e in v), None) for e in expected] == info.value.violations, (
+        info.value.violations
+    )
     assert "breaks the DistillLoss contract" in str(info.value)
 
 
@@ -198,7 +281,9 @@ def test_a_good_loss_passes_and_scope_is_the_familys():
 
 
 def test_a_loss_may_report_metrics_as_detached_scalar_tensors():
-    tensor_metrics = broken_loss("TensorMetrics", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": out.loss.detach()}))
+    tensor_metrics = broken_loss(
+        "TensorMetrics", lambda self, s, b, out: vipkit.LossOutput(out.loss, {"mse": out.loss.detach()})
+    )
     assert check_loss(tensor_metrics, **SMALL).metrics["mse"].ndim == 0
 
 

@@ -26,7 +26,9 @@ MODEL_FREE = ("temporal_flickering", "quality_score")
 
 def constant_frames(values: list[int], height: int = 8, width: int = 8) -> torch.Tensor:
     """One video whose frame ``i`` is the 8-bit level ``values[i]`` everywhere: ``(1, F, 3, H, W)``."""
-    return torch.tensor(values, dtype=torch.float32).div(255).view(1, -1, 1, 1, 1).expand(1, len(values), 3, height, width)
+    return (
+        torch.tensor(values, dtype=torch.float32).div(255).view(1, -1, 1, 1, 1).expand(1, len(values), 3, height, width)
+    )
 
 
 def random_videos(batch: int, frames: int = 4, height: int = 32, width: int = 32, seed: int = 0) -> torch.Tensor:
@@ -55,11 +57,13 @@ def test_temporal_flickering_reads_frames_as_8_bit_levels() -> None:
 def test_feature_consistency_averages_similarity_to_the_previous_and_the_first_frame() -> None:
     e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     diagonal = F.normalize(torch.tensor([1.0, 1.0]), dim=0)
-    features = torch.stack([
-        torch.stack([e1, e1, e2]),  # frame 1: (1 + 1) / 2; frame 2: (0 + 0) / 2 -> 0.5
-        torch.stack([e1, diagonal, e2]),  # frame 1: (c + c) / 2; frame 2: (c + 0) / 2, c = cos 45° -> 3c / 4
-        torch.stack([e1, -e1, -e1]),  # negative similarity counts as 0: frame 1: 0; frame 2: (1 + 0) / 2 -> 0.25
-    ])
+    features = torch.stack(
+        [
+            torch.stack([e1, e1, e2]),  # frame 1: (1 + 1) / 2; frame 2: (0 + 0) / 2 -> 0.5
+            torch.stack([e1, diagonal, e2]),  # frame 1: (c + c) / 2; frame 2: (c + 0) / 2, c = cos 45° -> 3c / 4
+            torch.stack([e1, -e1, -e1]),  # negative similarity counts as 0: frame 1: 0; frame 2: (1 + 0) / 2 -> 0.25
+        ]
+    )
     expected = torch.tensor([0.5, 3 * 0.5**0.5 / 4, 0.25])
     torch.testing.assert_close(feature_consistency(features * 3.0), expected, rtol=0, atol=1e-6)  # scale-free
 
@@ -90,24 +94,47 @@ def test_dynamic_degree_rule(magnitudes: list[float], size: tuple[int, int], fra
 
 def test_totals_follow_the_leaderboard_formula() -> None:
     scores = {
-        "subject_consistency": 0.95, "background_consistency": 0.96, "temporal_flickering": 0.97, "motion_smoothness": 0.98,
-        "aesthetic_quality": 0.6, "imaging_quality": 0.65, "dynamic_degree": 0.5,
-        "object_class": 0.8, "multiple_objects": 0.4, "human_action": 0.9, "color": 0.85, "spatial_relationship": 0.5,
-        "scene": 0.5, "appearance_style": 0.2, "temporal_style": 0.25, "overall_consistency": 0.27,
+        "subject_consistency": 0.95,
+        "background_consistency": 0.96,
+        "temporal_flickering": 0.97,
+        "motion_smoothness": 0.98,
+        "aesthetic_quality": 0.6,
+        "imaging_quality": 0.65,
+        "dynamic_degree": 0.5,
+        "object_class": 0.8,
+        "multiple_objects": 0.4,
+        "human_action": 0.9,
+        "color": 0.85,
+        "spatial_relationship": 0.5,
+        "scene": 0.5,
+        "appearance_style": 0.2,
+        "temporal_style": 0.25,
+        "overall_consistency": 0.27,
     }
     quality = (
-        (0.95 - 0.1462) / (1 - 0.1462) + (0.96 - 0.2615) / (1 - 0.2615) + (0.97 - 0.6293) / (1 - 0.6293)
-        + (0.98 - 0.706) / (0.9975 - 0.706) + 0.6 + 0.65 + 0.5 * 0.5
+        (0.95 - 0.1462) / (1 - 0.1462)
+        + (0.96 - 0.2615) / (1 - 0.2615)
+        + (0.97 - 0.6293) / (1 - 0.6293)
+        + (0.98 - 0.706) / (0.9975 - 0.706)
+        + 0.6
+        + 0.65
+        + 0.5 * 0.5
     ) / 6.5
-    semantic = (0.8 + 0.4 + 0.9 + 0.85 + 0.5 + 0.5 / 0.8222 + (0.2 - 0.0009) / (0.2855 - 0.0009) + 0.25 / 0.364 + 0.27 / 0.364) / 9
+    semantic = (
+        0.8 + 0.4 + 0.9 + 0.85 + 0.5 + 0.5 / 0.8222 + (0.2 - 0.0009) / (0.2855 - 0.0009) + 0.25 / 0.364 + 0.27 / 0.364
+    ) / 9
     assert quality_score(scores) == pytest.approx(quality, abs=1e-12)
     assert semantic_score(scores) == pytest.approx(semantic, abs=1e-12)
-    assert total_score(quality_score(scores), semantic_score(scores)) == pytest.approx((4 * quality + semantic) / 5, abs=1e-12)
+    assert total_score(quality_score(scores), semantic_score(scores)) == pytest.approx(
+        (4 * quality + semantic) / 5, abs=1e-12
+    )
 
 
 def test_a_partial_quality_score_renormalises_the_weights_over_the_dimensions_given() -> None:
     partial = {"temporal_flickering": torch.tensor([1.0, 0.6293]), "dynamic_degree": torch.tensor([1.0, 0.0])}
-    torch.testing.assert_close(quality_score(partial), torch.tensor([1.0, 0.0]))  # (1 * 1 + 0.5 * 1) / 1.5, (0 + 0) / 1.5
+    torch.testing.assert_close(
+        quality_score(partial), torch.tensor([1.0, 0.0])
+    )  # (1 * 1 + 0.5 * 1) / 1.5, (0 + 0) / 1.5
     assert normalized("scene", 0.8222) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no score"):
         quality_score({"color": 0.5})
@@ -122,7 +149,13 @@ def test_registered_under_its_name() -> None:
 
 def test_keeps_the_reward_contract_with_the_tiny_models() -> None:
     scores = check_reward(VBenchReward, TINY)
-    assert set(scores) == {"subject_consistency", "background_consistency", "temporal_flickering", "aesthetic_quality", "quality_score"}
+    assert set(scores) == {
+        "subject_consistency",
+        "background_consistency",
+        "temporal_flickering",
+        "aesthetic_quality",
+        "quality_score",
+    }
 
 
 def test_keeps_the_reward_contract_with_only_the_model_free_dimension() -> None:
@@ -148,24 +181,36 @@ def test_quality_score_is_vbench_normalised_mean_of_the_scored_dimensions() -> N
     torch.testing.assert_close(scores["quality_score"], expected)
 
 
-def test_missing_models_are_skipped_with_a_warning_that_says_how_to_provide_them(caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_models_are_skipped_with_a_warning_that_says_how_to_provide_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level(logging.WARNING, logger="vipkit.vbench"):
         reward = VBenchReward.from_options({"device": "cpu"})  # hub offline in the tests, nothing cached
     assert reward.dimensions == MODEL_FREE
     text = caplog.text
-    for needle in ("`dino_model` = 'facebook/dino-vitb16'", "hf download openai/clip-vit-base-patch32", "`aesthetic_head`",
-                   "sa_0_4_vit_l_14_linear.pth", "torchvision"):
+    for needle in (
+        "`dino_model` = 'facebook/dino-vitb16'",
+        "hf download openai/clip-vit-base-patch32",
+        "`aesthetic_head`",
+        "sa_0_4_vit_l_14_linear.pth",
+        "torchvision",
+    ):
         assert needle in text
     assert set(reward.score(random_videos(2), ["a", "b"])) == set(MODEL_FREE)
 
 
 def test_an_explicitly_requested_dimension_without_its_model_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(VipkitError, match=r"'subject_consistency' cannot score: reward option `dino_model` = 'facebook/dino-vitb16'.*hf download"):
+    with pytest.raises(
+        VipkitError,
+        match=r"'subject_consistency' cannot score: reward option `dino_model` = 'facebook/dino-vitb16'.*hf download",
+    ):
         VBenchReward.from_options({"dimensions": ["temporal_flickering", "subject_consistency"]})
     with pytest.raises(VipkitError, match=r"'dynamic_degree' cannot score: it needs torchvision's RAFT"):
         VBenchReward.from_options({"dimensions": ["dynamic_degree"]})
     with pytest.raises(VipkitError, match=r"`background_clip_model`.*not_a_dir.*is not a directory"):
-        VBenchReward.from_options({"dimensions": ["background_consistency"], "background_clip_model": str(tmp_path / "not_a_dir")})
+        VBenchReward.from_options(
+            {"dimensions": ["background_consistency"], "background_clip_model": str(tmp_path / "not_a_dir")}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -184,11 +229,22 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_models_load_from_local_paths_and_match_hand_computations(model_dirs: dict[str, Path]) -> None:
-    reward = VBenchReward.from_options({
-        "dino_model": str(model_dirs["dino"]), "background_clip_model": str(model_dirs["clip"]),
-        "aesthetic_clip_model": str(model_dirs["clip"]), "aesthetic_head": str(model_dirs["head"]), "device": "cpu",
-    })
-    assert reward.dimensions == ("subject_consistency", "background_consistency", "temporal_flickering", "aesthetic_quality", "quality_score")
+    reward = VBenchReward.from_options(
+        {
+            "dino_model": str(model_dirs["dino"]),
+            "background_clip_model": str(model_dirs["clip"]),
+            "aesthetic_clip_model": str(model_dirs["clip"]),
+            "aesthetic_head": str(model_dirs["head"]),
+            "device": "cpu",
+        }
+    )
+    assert reward.dimensions == (
+        "subject_consistency",
+        "background_consistency",
+        "temporal_flickering",
+        "aesthetic_quality",
+        "quality_score",
+    )
     video = random_videos(1, frames=3, seed=4)  # 32 px: the tiny CLIP's own size, so no resize or crop
     scores = reward.score(video, ["a"])
 
@@ -203,7 +259,11 @@ def test_models_load_from_local_paths_and_match_hand_computations(model_dirs: di
     with torch.no_grad():
         embeds = F.normalize(clip.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
         aesthetic = (head(embeds).squeeze(-1) / 10).mean()
-    c01, c12, c02 = (embeds[0] @ embeds[1]).clamp(min=0), (embeds[1] @ embeds[2]).clamp(min=0), (embeds[0] @ embeds[2]).clamp(min=0)
+    c01, c12, c02 = (
+        (embeds[0] @ embeds[1]).clamp(min=0),
+        (embeds[1] @ embeds[2]).clamp(min=0),
+        (embeds[0] @ embeds[2]).clamp(min=0),
+    )
     background = ((c01 + c01) / 2 + (c12 + c02) / 2) / 2
     assert scores["aesthetic_quality"].item() == pytest.approx(aesthetic.item(), abs=1e-5)
     assert scores["background_consistency"].item() == pytest.approx(background.item(), abs=1e-5)
@@ -215,26 +275,39 @@ def test_clip_dimensions_centre_crop_wide_frames_and_dino_sees_the_whole_frame()
     wide = random_videos(2, frames=3, height=32, width=64, seed=5)
     cropped = wide[..., 16:48].contiguous()
     on_wide, on_cropped = reward.score(wide, ["a", "b"]), reward.score(cropped, ["a", "b"])
-    torch.testing.assert_close(on_wide["background_consistency"], on_cropped["background_consistency"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        on_wide["background_consistency"], on_cropped["background_consistency"], rtol=0, atol=1e-6
+    )
     assert not torch.allclose(on_wide["subject_consistency"], on_cropped["subject_consistency"], atol=1e-6)
 
 
 def test_a_file_that_is_not_the_aesthetic_head_is_a_user_error(model_dirs: dict[str, Path], tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.pth"
     torch.save({"weight": torch.zeros(2, 16)}, wrong)
-    reward = VBenchReward.from_options({"dimensions": ["aesthetic_quality"], "aesthetic_clip_model": str(model_dirs["clip"]),
-                                        "aesthetic_head": str(wrong), "device": "cpu"})
+    reward = VBenchReward.from_options(
+        {
+            "dimensions": ["aesthetic_quality"],
+            "aesthetic_clip_model": str(model_dirs["clip"]),
+            "aesthetic_head": str(wrong),
+            "device": "cpu",
+        }
+    )
     with pytest.raises(VipkitError, match=r"`aesthetic_head`.*wrong.pth.*not a Linear\(16, 1\) state dict"):
         reward.score(random_videos(1), ["a"])
 
 
-@pytest.mark.parametrize("options", [{"dimensions": []}, {"dimensions": ["motion_smoothness"]}, {"video_fps": 0}, {"dtype": "int8"}, {"dino": "x"}])
+@pytest.mark.parametrize(
+    "options",
+    [{"dimensions": []}, {"dimensions": ["motion_smoothness"]}, {"video_fps": 0}, {"dtype": "int8"}, {"dino": "x"}],
+)
 def test_rejects_bad_options(options: dict) -> None:
     with pytest.raises(pydantic.ValidationError):
         VBenchReward.Config.model_validate(options)
 
 
 def test_a_directory_holding_another_model_is_a_user_error(model_dirs: dict[str, Path]) -> None:
-    reward = VBenchReward.from_options({"dimensions": ["subject_consistency"], "dino_model": str(model_dirs["clip"]), "device": "cpu"})
+    reward = VBenchReward.from_options(
+        {"dimensions": ["subject_consistency"], "dino_model": str(model_dirs["clip"]), "device": "cpu"}
+    )
     with pytest.raises(VipkitError, match=r"`dino_model`.*could not load a DINO ViT"):
         reward.score(random_videos(1), ["a"])

@@ -172,7 +172,9 @@ def test_add_noise_uses_the_official_scaled_schedule(model: VideoCrafter2) -> No
     alpha_bar = torch.cumprod(1 - betas, 0)[timesteps]
     assert alpha_bar[2].item() == pytest.approx(0.0046601, rel=1e-4)  # SD-1.x scaled-linear value
     scale = torch.tensor([1.0, 1 - 0.3 * 200 / 399, 0.7], dtype=torch.float64)  # use_scale: 1 -> 0.7 over 400 steps
-    expected = (alpha_bar.sqrt() * scale + (1 - alpha_bar).sqrt() * 2.0).float().view(3, 1, 1, 1, 1).expand(3, 4, 1, 1, 1)
+    expected = (
+        (alpha_bar.sqrt() * scale + (1 - alpha_bar).sqrt() * 2.0).float().view(3, 1, 1, 1, 1).expand(3, 4, 1, 1, 1)
+    )
     torch.testing.assert_close(model.add_noise(latents, noise, timesteps), expected, rtol=1e-6, atol=1e-6)
     assert model.training_target(latents, noise, timesteps) is noise and model.num_train_timesteps == 1000
 
@@ -259,9 +261,20 @@ def test_random_preset_is_the_released_architecture_on_the_meta_device() -> None
     }
     parts = preset_parts(RANDOM_SIZES, REAL_SETTINGS, 0, meta)
     assert sum(p.numel() for p in parts.unet.module.parameters()) == 1_413_284_420
-    text = parts.text_encoder.config  # read out at the penultimate of 24 blocks: the last and the projection are dropped
-    assert (text.num_hidden_layers, text.num_attention_heads, text.hidden_size, text.vocab_size) == (23, 16, 1024, 49408)
-    assert sum(p.numel() for p in parts.text_encoder.parameters()) == 354_032_641 - 12_596_224 - 1024 * 1024 - 1  # less a block
+    text = (
+        parts.text_encoder.config
+    )  # read out at the penultimate of 24 blocks: the last and the projection are dropped
+    assert (text.num_hidden_layers, text.num_attention_heads, text.hidden_size, text.vocab_size) == (
+        23,
+        16,
+        1024,
+        49408,
+    )
+    assert (
+        sum(p.numel() for p in parts.text_encoder.parameters()) == 354_032_641 - 12_596_224 - 1024 * 1024 - 1
+    )  # less a block
     assert sum(p.numel() for p in parts.vae.parameters()) == 83_653_863 and parts.vae.config.scaling_factor == 0.18215
     assert parts.default_settings == {"height": 320, "width": 512, "num_frames": 16, "num_inference_steps": 50}
-    assert {t.device for t in [*parts.unet.module.parameters(), *parts.text_encoder.parameters(), *parts.vae.parameters()]} == {meta}
+    assert {
+        t.device for t in [*parts.unet.module.parameters(), *parts.text_encoder.parameters(), *parts.vae.parameters()]
+    } == {meta}

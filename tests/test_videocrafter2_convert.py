@@ -38,7 +38,9 @@ def _open_clip_penultimate(state: dict[str, torch.Tensor], tokens: torch.Tensor,
     causal = torch.full((length, length), float("-inf")).triu(1)
     blocks = len({key.split(".")[2] for key in p if key.startswith("transformer.resblocks.")})
     for index in range(blocks - 1):
-        b = {key.split(".", 3)[3]: value for key, value in p.items() if key.startswith(f"transformer.resblocks.{index}.")}
+        b = {
+            key.split(".", 3)[3]: value for key, value in p.items() if key.startswith(f"transformer.resblocks.{index}.")
+        }
         h = F.layer_norm(x, (width,), b["ln_1.weight"], b["ln_1.bias"])
         q, k, v = (h @ b["attn.in_proj_weight"].T + b["attn.in_proj_bias"]).chunk(3, dim=-1)
         q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
@@ -55,7 +57,9 @@ def test_text_tower_conversion_matches_the_open_clip_forward(state) -> None:
     encoder = text_encoder_from_open_clip(state, TEXT_HEAD_WIDTH)
     tokenizer = tiny_tokenizer()
     tokens = tokenizer(PROMPTS, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    assert tokens[0, 0] == 512 and (tokens[0] == 0).sum() > 40  # <|startoftext|>, then padding with token 0 as open_clip
+    assert (
+        tokens[0, 0] == 512 and (tokens[0] == 0).sum() > 40
+    )  # <|startoftext|>, then padding with token 0 as open_clip
     assert encoder.config.num_hidden_layers == 2  # the third (last) block is not needed for the penultimate output
     with torch.no_grad():
         ours = encoder(tokens).last_hidden_state
@@ -132,7 +136,6 @@ def test_convert_command_writes_a_folder_the_family_loads(state, tmp_path: Path)
     ours, reference = converted.unet.state_dict(), preset.unet.state_dict()
     assert ours.keys() == reference.keys() and all(torch.equal(ours[k], reference[k]) for k in ours)
     assert torch.equal(converted.encode_prompts(PROMPTS), preset.encode_prompts(PROMPTS))
-
 
 
 def test_convert_errors_exit_2_with_one_line(state, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,11 +17,14 @@ from vipkit_videocrafter2 import build_unet
 from vipkit_videocrafter2.attention import TemporalTransformer
 from vipkit_videocrafter2.unet_config import VC2_UNET_CONFIG, parse_unet_config
 
-REFERENCE = Path(os.environ.get("VIPKIT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "reference" / "videocrafter2"
+REFERENCE = (
+    Path(os.environ.get("VIPKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    / "reference"
+    / "videocrafter2"
+)
 """The reference data beside the checkout (``../shared``, as on CI); VIPKIT_SHARED points elsewhere."""
 PREFIX = "model.diffusion_model."
 GOLDENS = sorted(REFERENCE.glob("vc2_tiny_golden_*.safetensors"))  # held-out goldens dropped here are checked too
-
 
 
 def test_the_reference_data_is_beside_the_checkout() -> None:
@@ -62,7 +65,9 @@ def test_forward_matches_the_official_golden(path: Path) -> None:
         for key, (path, direction, _) in wanted.items()
     ]
     with torch.no_grad():
-        y = unet(tensors["input.x"], tensors["input.timesteps"], context=tensors["input.context"], fps=tensors["input.fps"])
+        y = unet(
+            tensors["input.x"], tensors["input.timesteps"], context=tensors["input.context"], fps=tensors["input.fps"]
+        )
     for hook in hooks:
         hook.remove()
     assert y.shape == tensors["output.y"].shape
@@ -87,7 +92,9 @@ def test_full_vc2_config_matches_the_official_manifest_key_for_key() -> None:
 
 
 def test_unknown_keys_are_named_and_training_only_keys_accepted() -> None:
-    with pytest.raises(VipkitError, match=r"unknown keys: temporal_lenght, use_xformers\. Known keys: .*addition_attention"):
+    with pytest.raises(
+        VipkitError, match=r"unknown keys: temporal_lenght, use_xformers\. Known keys: .*addition_attention"
+    ):
         parse_unet_config({**VC2_UNET_CONFIG, "temporal_lenght": 16, "use_xformers": True})
     assert parse_unet_config({**VC2_UNET_CONFIG, "use_checkpoint": False}) == parse_unet_config(VC2_UNET_CONFIG)
     with pytest.raises(VipkitError, match="missing required keys: num_res_blocks"):
@@ -169,7 +176,10 @@ def test_causal_temporal_attention_ignores_later_frames() -> None:
 
 
 def test_relative_positions_with_zero_tables_are_plain_attention() -> None:
-    relative, plain = _temporal(causal_length=None, relative_length=3), _temporal(causal_length=None, relative_length=None)
+    relative, plain = (
+        _temporal(causal_length=None, relative_length=3),
+        _temporal(causal_length=None, relative_length=None),
+    )
     state = {k: v for k, v in relative.state_dict().items() if "relative_position" not in k}
     plain.load_state_dict(state)
     x = torch.randn(2, 32, 5, 2, 2)

@@ -44,17 +44,45 @@ def official_keys(vision_layers: int, perceiver_layers: int, text_layers: int) -
     }
     for i in range(vision_layers):
         prefix = f"model.vision_model.encoder.layers.{i}"
-        for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2", "layer_norm1", "layer_norm2"):
+        for name in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.out_proj",
+            "mlp.fc1",
+            "mlp.fc2",
+            "layer_norm1",
+            "layer_norm2",
+        ):
             keys |= {f"{prefix}.{name}.weight", f"{prefix}.{name}.bias"}
     for i in range(perceiver_layers):
         prefix = f"model.connector.perceiver_resampler.layers.{i}"
-        for name in ("input_latents_norm", "input_context_norm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
-                     "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+        for name in (
+            "input_latents_norm",
+            "input_context_norm",
+            "post_attention_layernorm",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ):
             keys.add(f"{prefix}.{name}.weight")
     for i in range(text_layers):
         prefix = f"model.text_model.layers.{i}"
-        for name in ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                     "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+        for name in (
+            "input_layernorm",
+            "post_attention_layernorm",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ):
             keys.add(f"{prefix}.{name}.weight")
     return keys
 
@@ -95,7 +123,9 @@ def test_random_preset_is_the_full_size_idefics2_8b_architecture() -> None:
     assert VideoScoreReward.Config(preset="random").preset == "random"
     loaded = load_videoscore("unused", "meta", "bfloat16", preset="random")
     model = loaded.model
-    assert {p.device.type for p in model.parameters()} == {"meta"} and {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert {p.device.type for p in model.parameters()} == {"meta"} and {p.dtype for p in model.parameters()} == {
+        torch.bfloat16
+    }
     assert loaded.image_settings == ImageSettings(shortest_edge=378, longest_edge=980)
     assert set(model.state_dict()) == official_keys(vision_layers=27, perceiver_layers=3, text_layers=32)
     assert model.score.weight.shape == (5, 4096)
@@ -108,19 +138,26 @@ def test_random_preset_is_the_full_size_idefics2_8b_architecture() -> None:
     # the word-level tokenizer gives the model's image token, 64 per frame, and Idefics2's other special ids
     tokenizer = loaded.tokenizer
     assert len(tokenizer) == model.config.text_config.vocab_size == 32003
-    assert tokenizer.convert_tokens_to_ids(["<fake_token_around_image>", "<image>", "<end_of_utterance>"]) == [32000, 32001, 32002]
+    assert tokenizer.convert_tokens_to_ids(["<fake_token_around_image>", "<image>", "<end_of_utterance>"]) == [
+        32000,
+        32001,
+        32002,
+    ]
     ids = tokenizer(expand_image_tokens(query_text("a cat on a skateboard", 3), loaded.image_seq_len))["input_ids"]
     assert ids.count(model.config.image_token_id) == 3 * 64 and ids[0] == tokenizer.bos_token_id == 1
     assert ids.count(tokenizer.unk_token_id) == 3  # "cat", "on" and "skateboard" are not words of the query
 
 
-def test_inputs_equal_the_transformers_idefics2_processor_and_the_score_reads_the_last_token(tiny_reward: VideoScoreReward) -> None:
+def test_inputs_equal_the_transformers_idefics2_processor_and_the_score_reads_the_last_token(
+    tiny_reward: VideoScoreReward,
+) -> None:
     video, prompt = random_videos(1, frames=3, seed=1), "a dog on a skateboard"
     loaded = tiny_reward.videoscore
     settings = TINY_IMAGE_SETTINGS
     processor = Idefics2Processor(
         image_processor=Idefics2ImageProcessorPil(
-            size={"shortest_edge": settings.shortest_edge, "longest_edge": settings.longest_edge}, do_image_splitting=False
+            size={"shortest_edge": settings.shortest_edge, "longest_edge": settings.longest_edge},
+            do_image_splitting=False,
         ),
         tokenizer=tiny_tokenizer(),
         image_seq_len=loaded.image_seq_len,
@@ -133,7 +170,9 @@ def test_inputs_equal_the_transformers_idefics2_processor_and_the_score_reads_th
     torch.testing.assert_close(ours["pixel_values"], official["pixel_values"].float(), rtol=0, atol=1e-6)
     with torch.no_grad():
         hidden = loaded.model.model(
-            input_ids=official["input_ids"], attention_mask=official["attention_mask"], pixel_values=official["pixel_values"]
+            input_ids=official["input_ids"],
+            attention_mask=official["attention_mask"],
+            pixel_values=official["pixel_values"],
         ).last_hidden_state
         expected = loaded.model.score(hidden[0, -1])
     torch.testing.assert_close(tiny_reward.score_raw(video, [prompt])[0], expected, rtol=0, atol=1e-5)
@@ -191,10 +230,14 @@ def test_frames_option_scores_evenly_spaced_frames(tiny_reward: VideoScoreReward
     torch.testing.assert_close(sampled, chosen, rtol=0, atol=0)
 
 
-def test_a_saved_checkpoint_loads_by_path_and_scores_like_the_preset(saved_dir: Path, tiny_reward: VideoScoreReward) -> None:
+def test_a_saved_checkpoint_loads_by_path_and_scores_like_the_preset(
+    saved_dir: Path, tiny_reward: VideoScoreReward
+) -> None:
     videos = random_videos(2, seed=6)
     from_disk = VideoScoreReward.from_options({"model": str(saved_dir), "device": "cpu"})
-    torch.testing.assert_close(from_disk.score_raw(videos, PROMPTS[:2]), tiny_reward.score_raw(videos, PROMPTS[:2]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        from_disk.score_raw(videos, PROMPTS[:2]), tiny_reward.score_raw(videos, PROMPTS[:2]), rtol=0, atol=1e-6
+    )
     assert from_disk.videoscore.image_settings == TINY_IMAGE_SETTINGS
 
 
@@ -202,7 +245,9 @@ def test_bfloat16_scores_close_to_float32(tiny_reward: VideoScoreReward) -> None
     videos = random_videos(2, seed=7)
     half = VideoScoreReward.from_options({**TINY, "dtype": "bfloat16"})
     assert half.videoscore.model.score.weight.dtype == torch.bfloat16
-    torch.testing.assert_close(half.score_raw(videos, PROMPTS[:2]), tiny_reward.score_raw(videos, PROMPTS[:2]), rtol=0, atol=0.1)
+    torch.testing.assert_close(
+        half.score_raw(videos, PROMPTS[:2]), tiny_reward.score_raw(videos, PROMPTS[:2]), rtol=0, atol=0.1
+    )
 
 
 def test_a_missing_model_directory_is_a_user_error_when_the_reward_is_built(tmp_path: Path) -> None:
@@ -211,14 +256,25 @@ def test_a_missing_model_directory_is_a_user_error_when_the_reward_is_built(tmp_
 
 
 def test_an_unreachable_hub_id_says_how_to_download_when_the_reward_is_built() -> None:
-    with pytest.raises(VipkitError, match=r"HF_HUB_OFFLINE is set.*`hf download TIGER-Lab/VideoScore-v1.1 --local-dir "
-                       r"models/VideoScore-v1.1` and set reward option `model` to 'models/VideoScore-v1.1'"):
+    with pytest.raises(
+        VipkitError,
+        match=r"HF_HUB_OFFLINE is set.*`hf download TIGER-Lab/VideoScore-v1.1 --local-dir "
+        r"models/VideoScore-v1.1` and set reward option `model` to 'models/VideoScore-v1.1'",
+    ):
         VideoScoreReward.from_options({"device": "cpu"})  # HF_HUB_OFFLINE=1 in the tests
 
 
 @pytest.mark.parametrize(
     "options",
-    [{"frames": 0}, {"frames": 49}, {"scale": "percent"}, {"dtype": "int8"}, {"device": "gpu"}, {"batch": 2}, {"preset": "8b"}],
+    [
+        {"frames": 0},
+        {"frames": 49},
+        {"scale": "percent"},
+        {"dtype": "int8"},
+        {"device": "gpu"},
+        {"batch": 2},
+        {"preset": "8b"},
+    ],
 )
 def test_rejects_bad_options(options: dict) -> None:
     with pytest.raises(pydantic.ValidationError):

@@ -30,7 +30,10 @@ def test_whole_file_passes_and_every_kind_of_damage_is_named(tmp_path):
     check_safetensors(path)
     size = path.stat().st_size
     truncate(path, size - 1)
-    with pytest.raises(CorruptWeightsError, match=rf"w.safetensors is truncated or corrupt: its header announces {size} bytes, the file has {size - 1}"):
+    with pytest.raises(
+        CorruptWeightsError,
+        match=rf"w.safetensors is truncated or corrupt: its header announces {size} bytes, the file has {size - 1}",
+    ):
         check_safetensors(path)
     truncate(path, 5)
     with pytest.raises(CorruptWeightsError, match="only 5 bytes"):
@@ -47,7 +50,9 @@ def test_pickle_only_folder_is_refused_not_loaded(tmp_path):
     adapter = tiny_sd_components()["motion_adapter"]
     adapter.save_pretrained(tmp_path / "adapter", safe_serialization=False)
     assert [p.name for p in (tmp_path / "adapter").iterdir() if p.suffix == ".bin"] == ["diffusion_pytorch_model.bin"]
-    with pytest.raises(CorruptWeightsError, match="holds only pickle weights .*diffusion_pytorch_model.bin.*safetensors only"):
+    with pytest.raises(
+        CorruptWeightsError, match="holds only pickle weights .*diffusion_pytorch_model.bin.*safetensors only"
+    ):
         check_weight_folder(tmp_path / "adapter")
     (tmp_path / "sd").mkdir()
     with pytest.raises(VipkitError, match=r"motion_adapter = '.*adapter': .*holds only pickle weights"):
@@ -63,7 +68,9 @@ def test_pickle_only_clip_folder_is_refused(tmp_path):
     (tmp_path / "clip" / "model.safetensors").unlink()
     torch.save(clip.state_dict(), tmp_path / "clip" / "pytorch_model.bin")
     tokenizer.save_pretrained(tmp_path / "clip")
-    with pytest.raises(VipkitError, match=r"reward option `model` = '.*clip': .*holds only pickle weights \(pytorch_model.bin\)"):
+    with pytest.raises(
+        VipkitError, match=r"reward option `model` = '.*clip': .*holds only pickle weights \(pytorch_model.bin\)"
+    ):
         load_clip(str(tmp_path / "clip"), "cpu", "float32")
 
 

@@ -37,7 +37,9 @@ def run_bench(matrix: BenchMatrix, out: Path, log: Log) -> dict[str, Any]:
     if out.exists() and not out.is_dir():
         raise VipkitError(f"--out {out} is a file, not a folder; choose a folder for the bench")
     if out.exists() and any(out.iterdir()) and not (out / "models").is_dir():
-        raise VipkitError(f"{out} exists, is not empty and holds no vipkit bench (no models/ folder); choose another --out folder")
+        raise VipkitError(
+            f"{out} exists, is not empty and holds no vipkit bench (no models/ folder); choose another --out folder"
+        )
     for sub in ("models", "samples", "cache/scores"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plugins = load_plugins()
@@ -61,14 +63,25 @@ def run_bench(matrix: BenchMatrix, out: Path, log: Log) -> dict[str, Any]:
         except VipkitError as exc:
             raise VipkitError(f"models[{index}] ({model.label!r}): {exc}") from exc
         save_gif_grid(videos[:SAMPLE_VIDEOS], out / "samples" / f"{index:03d}-{_slug(model.label)}.gif")
-        row = {"label": model.label, "parameters": built.num_parameters(), "seconds_per_video": seconds, "scores": mean_scores(scores)}
+        row = {
+            "label": model.label,
+            "parameters": built.num_parameters(),
+            "seconds_per_video": seconds,
+            "scores": mean_scores(scores),
+        }
         write_json(stored, {"identity": identity, "row": row})
         rows.append(_rescored(row, objective))
-        log(f"{model.label}: objective {rows[-1]['objective']:.4f} · " + " · ".join(f"{k} {v:.4f}" for k, v in row["scores"].items()))
+        log(
+            f"{model.label}: objective {rows[-1]['objective']:.4f} · "
+            + " · ".join(f"{k} {v:.4f}" for k, v in row["scores"].items())
+        )
     results = {"matrix": matrix.source, "seed": matrix.seed, "prompts": len(matrix.prompts), "models": rows}
     write_json(out / "bench.json", results)
     header, table = bench_table(results)
-    write_text(out / "bench.md", f"# vipkit bench: {matrix.source}\n\n{markdown_table(header, table)}\n\n![scores](bench.svg)\n")
+    write_text(
+        out / "bench.md",
+        f"# vipkit bench: {matrix.source}\n\n{markdown_table(header, table)}\n\n![scores](bench.svg)\n",
+    )
     write_text(out / "bench.svg", bar_chart_svg(results))
     return results
 
@@ -91,8 +104,14 @@ def bench_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     first = rows[0]["parameters"]
     header = ["model", "parameters", f"% of {rows[0]['label']}", "s/video", *dims, "objective"]
     body = [
-        [row["label"], f"{row['parameters']:,}", f"{100 * row['parameters'] / first:.1f}", f"{row['seconds_per_video']:.2f}",
-         *(f"{row['scores'][d]:.4f}" for d in dims), f"{row['objective']:.4f}"]
+        [
+            row["label"],
+            f"{row['parameters']:,}",
+            f"{100 * row['parameters'] / first:.1f}",
+            f"{row['seconds_per_video']:.2f}",
+            *(f"{row['scores'][d]:.4f}" for d in dims),
+            f"{row['objective']:.4f}",
+        ]
         for row in rows
     ]
     return header, body
@@ -112,7 +131,9 @@ def bar_chart_svg(results: dict[str, Any], bar: int = 14, width: int = 360) -> s
     top = max(1.0, *(v for group in values for v in group))
     left, gap, legend = 190, 12, 22 * len(rows) + 10
     height = legend + len(groups) * (len(rows) * bar + gap) + gap
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 70}" height="{height}" font-family="sans-serif" font-size="12">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 70}" height="{height}" font-family="sans-serif" font-size="12">'
+    ]
     for i, row in enumerate(rows):
         colour = PALETTE[i % len(PALETTE)]
         parts.append(f'<rect class="legend" x="{left}" y="{8 + 22 * i}" width="14" height="14" fill="{colour}"/>')
@@ -126,7 +147,9 @@ def bar_chart_svg(results: dict[str, Any], bar: int = 14, width: int = 360) -> s
                 f'<rect class="bar" data-group="{escape(group)}" data-value="{value:.6g}" x="{left}" y="{y + i * bar}" '
                 f'width="{length:.1f}" height="{bar - 2}" fill="{PALETTE[i % len(PALETTE)]}"/>'
             )
-            parts.append(f'<text x="{left + length + 4:.1f}" y="{y + i * bar + bar - 4}" font-size="10">{value:.3f}</text>')
+            parts.append(
+                f'<text x="{left + length + 4:.1f}" y="{y + i * bar + bar - 4}" font-size="10">{value:.3f}</text>'
+            )
         y += len(rows) * bar + gap
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -84,8 +84,8 @@ class _MatrixValidator(TomlValidator):
         tables = self.data.get("models")
         if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
             self.errors.append(
-                "models: add one [[models]] table per model, each with `label = \"...\"` and either a [model] table's "
-                "options (name = \"animatediff\", ...) or `path = \"<a folder saved by vipkit compress>\"`"
+                'models: add one [[models]] table per model, each with `label = "..."` and either a [model] table\'s '
+                'options (name = "animatediff", ...) or `path = "<a folder saved by vipkit compress>"`'
             )
             return []
         found: list[BenchModel] = []
@@ -96,7 +96,9 @@ class _MatrixValidator(TomlValidator):
                 self.errors.append(f"{key}.label: required: a non-empty name for this model's row and bars")
                 continue
             if label in {m.label for m in found}:
-                self.errors.append(f"{key}.label: {label!r} is already the label of an earlier model; labels name rows, give each its own")
+                self.errors.append(
+                    f"{key}.label: {label!r} is already the label of an earlier model; labels name rows, give each its own"
+                )
                 continue
             if path is None:
                 spec = self.component(key, "models", options)
@@ -105,9 +107,13 @@ class _MatrixValidator(TomlValidator):
             elif not isinstance(path, str):
                 self.errors.append(f"{key}.path: must be a string (a folder saved by vipkit compress), got {path!r}")
             elif options:
-                self.errors.append(f"{key}: a saved model (`path`) takes no other options, got {', '.join(sorted(options))}")
+                self.errors.append(
+                    f"{key}: a saved model (`path`) takes no other options, got {', '.join(sorted(options))}"
+                )
             elif not (self.base_dir / path / MANIFEST).is_file():
-                self.errors.append(f"{key}.path: {self.base_dir / path} is not a model saved by vipkit (no {MANIFEST}); point at RUN/model or RUN/stages/stage-NNN/model")
+                self.errors.append(
+                    f"{key}.path: {self.base_dir / path} is not a model saved by vipkit (no {MANIFEST}); point at RUN/model or RUN/stages/stage-NNN/model"
+                )
             else:
                 found.append(BenchModel(label, path=self.base_dir / path))
         return found
@@ -134,7 +140,9 @@ def load_matrix(path: str | Path, plugins: Plugins | None = None) -> BenchMatrix
     path = Path(path)
     data = parse_toml(read_text(path, "bench matrix"), str(path), MatrixError)
     if not data:
-        raise VipkitError(f"{path}: the bench matrix is empty; it needs [[models]], [reward] (or [[rewards]]) and [prompts] eval")
+        raise VipkitError(
+            f"{path}: the bench matrix is empty; it needs [[models]], [reward] (or [[rewards]]) and [prompts] eval"
+        )
     return _MatrixValidator(data, path.parent, plugins or load_plugins()).matrix(str(path))
 
 

@@ -85,7 +85,10 @@ class CheckpointStore:
 
         final = self.path(state.stage, state.step)
         with staged_directory(final) as staging:
-            save_file({f"param.{i}": p.detach().contiguous().cpu() for i, p in enumerate(state.parameters)}, str(staging / "parameters.safetensors"))
+            save_file(
+                {f"param.{i}": p.detach().contiguous().cpu() for i, p in enumerate(state.parameters)},
+                str(staging / "parameters.safetensors"),
+            )
             fault_point("checkpoint_write")
             optimizer_tensors, optimizer_meta = _split_optimizer(state.optimizer)
             save_file({k: v.cpu() for k, v in optimizer_tensors.items()}, str(staging / "optimizer.safetensors"))
@@ -104,7 +107,9 @@ class CheckpointStore:
                 },
             )
             files = sorted(p.name for p in staging.iterdir())
-            write_json(staging / MANIFEST, {"format": FORMAT, "files": {name: file_sha256(staging / name) for name in files}})
+            write_json(
+                staging / MANIFEST, {"format": FORMAT, "files": {name: file_sha256(staging / name) for name in files}}
+            )
         self._drop_old()
         return final
 

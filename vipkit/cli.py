@@ -43,8 +43,14 @@ def _plan_table(recipe) -> Table:  # noqa: ANN001 (Recipe, imported lazily)
         table.add_row(key, json.dumps(spec.dump()))
     for i, loss in enumerate(recipe.losses):
         table.add_row(f"losses[{i}]", json.dumps(loss.dump()))
-    table.add_row("stages", f"{recipe.schedule.stages} × prune blocks of kinds {', '.join(recipe.schedule.block_kinds)}")
-    probe = f"{len(recipe.prompts_probe)} probe videos" if recipe.prompts_probe else "blocks ranked on the evaluation videos"
+    table.add_row(
+        "stages", f"{recipe.schedule.stages} × prune blocks of kinds {', '.join(recipe.schedule.block_kinds)}"
+    )
+    probe = (
+        f"{len(recipe.prompts_probe)} probe videos"
+        if recipe.prompts_probe
+        else "blocks ranked on the evaluation videos"
+    )
     table.add_row("prompts", f"{n_train} training videos, {len(recipe.prompts_eval)} evaluation videos, {probe}")
     table.add_row(
         "training per stage",
@@ -59,15 +65,21 @@ def _plan_table(recipe) -> Table:  # noqa: ANN001 (Recipe, imported lazily)
         "float32 master copies (a bf16/fp16 model computes under autocast in its dtype and gets them back rounded "
         "when a stage ends)"
         if train.trainable_dtype == "float32"
-        else "trained in place in the model's dtype (train.trainable_dtype = \"model\"): updates below its resolution "
+        else 'trained in place in the model\'s dtype (train.trainable_dtype = "model"): updates below its resolution '
         "are rounded away",
     )
     world = launched_world_size()
     table.add_row(
         "training batches",
-        "\n".join(describe_split(train.batch_size, train.gradient_accumulation_steps, n) for n in sorted({world, 2, 8} if world == 1 else {world})),
+        "\n".join(
+            describe_split(train.batch_size, train.gradient_accumulation_steps, n)
+            for n in sorted({world, 2, 8} if world == 1 else {world})
+        ),
     )
-    table.add_row("objective", json.dumps(recipe.objective.weights) if recipe.objective.weights else "mean of all reward dimensions")
+    table.add_row(
+        "objective",
+        json.dumps(recipe.objective.weights) if recipe.objective.weights else "mean of all reward dimensions",
+    )
     return table
 
 
@@ -109,7 +121,9 @@ def validate(
 def compress(
     recipe: Annotated[Path, typer.Option("--recipe", "-r", help="the recipe (TOML)")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<recipe name>)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="build the components, check the plan against them, show it and stop")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="build the components, check the plan against them, show it and stop")
+    ] = False,
     overrides: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
     """Run a recipe: prune, curate pairs, distil, per stage. Re-run on the same --out (and --set) to resume."""
@@ -160,8 +174,14 @@ def compress(
 
     try:
         with progress.display() if main else nullcontext() as bars:
-            log = (lambda line: bars.console.print(line, highlight=False, soft_wrap=True)) if main else (lambda line: None)
-            given = "".join(f"# applied on the command line: --set {item}\n" for item in overrides) + recipe.read_text(encoding="utf-8")
+            log = (
+                (lambda line: bars.console.print(line, highlight=False, soft_wrap=True))
+                if main
+                else (lambda line: None)
+            )
+            given = "".join(f"# applied on the command line: --set {item}\n" for item in overrides) + recipe.read_text(
+                encoding="utf-8"
+            )
             results = run_compress(resolved, given, out, log=log)
     except VipkitError as exc:
         raise _fail(str(exc)) from None
@@ -176,8 +196,17 @@ def compress(
 
 @app.command()
 def bench(
-    matrix: Annotated[Path, typer.Option("--matrix", "-m", help="the bench matrix (TOML): labelled models, rewards and evaluation prompts (README: vipkit bench)")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="bench folder (default runs/bench-<matrix name>)")] = None,
+    matrix: Annotated[
+        Path,
+        typer.Option(
+            "--matrix",
+            "-m",
+            help="the bench matrix (TOML): labelled models, rewards and evaluation prompts (README: vipkit bench)",
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="bench folder (default runs/bench-<matrix name>)")
+    ] = None,
 ) -> None:
     """Score several models (e.g. the teacher and compressed ones) with the same rewards, prompts and seeds: one table, one plot."""
     from vipkit import progress
@@ -190,11 +219,16 @@ def bench(
     try:
         resolved = load_matrix(matrix)
         with progress.display() as bars:
-            results = run_bench(resolved, out, log=lambda line: bars.console.print(line, highlight=False, soft_wrap=True))
+            results = run_bench(
+                resolved, out, log=lambda line: bars.console.print(line, highlight=False, soft_wrap=True)
+            )
     except VipkitError as exc:
         raise _fail(str(exc)) from None
     print(markdown_table(*bench_table(results)))
-    console.print(f"[green]done[/]: table in {out / 'bench.md'}, plot in {out / 'bench.svg'}, scores in {out / 'bench.json'}", soft_wrap=True)
+    console.print(
+        f"[green]done[/]: table in {out / 'bench.md'}, plot in {out / 'bench.svg'}, scores in {out / 'bench.json'}",
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -227,7 +261,9 @@ class _KnownLibraryNoise(logging.Filter):
 def main() -> None:
     logging.getLogger("transformers.utils.import_utils").addFilter(_KnownLibraryNoise())
     # diffusers passes huggingface_hub a retired argument on every hub load: nothing a user can change
-    warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning
+    )
     try:
         app()
     except KeyboardInterrupt:

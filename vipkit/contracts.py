@@ -29,7 +29,9 @@ def component_violations(cls: type[Component]) -> list[str]:
         return found
     try:
         cls.Config.model_validate({"__no_such_option__": 1})
-        found.append("`Config` accepts unknown keys, so recipe typos pass silently; subclass vipkit.Config and keep extra='forbid'")
+        found.append(
+            "`Config` accepts unknown keys, so recipe typos pass silently; subclass vipkit.Config and keep extra='forbid'"
+        )
     except ValueError:
         pass
     undescribed = [name for name, field in cls.Config.model_fields.items() if not field.description]

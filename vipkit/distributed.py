@@ -67,7 +67,7 @@ def gather(local: Sequence[T]) -> list[T]:
     total = sum(len(part or []) for part in parts)
     merged: list[T] = [None] * total  # type: ignore[list-item]
     for source, part in enumerate(parts):
-        merged[source::world_size()] = part or []
+        merged[source :: world_size()] = part or []
     return merged
 
 

@@ -160,7 +160,9 @@ class Compression:
         scores = sharded.score(self.parts.reward, videos.videos, self.eval_prompts)
         self.save_gif(videos.videos, sample_name)
         means = mean_scores(scores)
-        self.log(f"{label}: objective {self.objective(scores):.4f} · " + " · ".join(f"{k} {v:.4f}" for k, v in means.items()))
+        self.log(
+            f"{label}: objective {self.objective(scores):.4f} · " + " · ".join(f"{k} {v:.4f}" for k, v in means.items())
+        )
         return {
             "parameters": model.num_parameters(),
             "scores": means,
@@ -186,7 +188,9 @@ class Compression:
             params_before = student.num_parameters()
             self.parts.pruner.begin_stage(self.parts.plan, stage)
             removed = self.parts.pruner.apply(student, ranking)
-        self.log(f"stage {stage}: removed {len(removed)} blocks, {params_before:,} → {student.num_parameters():,} parameters")
+        self.log(
+            f"stage {stage}: removed {len(removed)} blocks, {params_before:,} → {student.num_parameters():,} parameters"
+        )
         with times.phase("evaluation"):
             pruned = self.summary(student, f"stage {stage} pruned", f"stage-{stage:03d}-pruned")
         with times.phase("teacher videos"):
@@ -208,7 +212,12 @@ class Compression:
             "stage": stage,
             "removed_blocks": removed,
             "importance": [
-                {"block": item.block.name, "kind": item.block.kind, "params": item.block.params, "importance": item.importance}
+                {
+                    "block": item.block.name,
+                    "kind": item.block.kind,
+                    "params": item.block.params,
+                    "importance": item.importance,
+                }
                 for item in ranking
             ],
             "parameters_before": params_before,
@@ -242,7 +251,8 @@ class Compression:
                     log=lambda metrics: self.run.log_metrics({"stage": stage, **metrics}),
                     stage=stage,
                     checkpoints=CheckpointStore(self.run.checkpoints, self.recipe.train.keep_checkpoints),
-                    pairs_hash=file_sha256(pairs_dir / "pairs.safetensors")[:32] + file_sha256(pairs_dir / "pairs.json")[:32],
+                    pairs_hash=file_sha256(pairs_dir / "pairs.safetensors")[:32]
+                    + file_sha256(pairs_dir / "pairs.json")[:32],
                 )
             self._weights = f"stage {stage}"
             resumed = record["train"]["resumed_at_step"]
@@ -276,7 +286,11 @@ class Compression:
     def kept(self, stage: int) -> str:
         """What a failure in ``stage`` leaves in the run folder, for the error message."""
         finished = f"stages 1-{stage - 1}" if stage > 2 else ("stage 1" if stage == 2 else "no finished stage")
-        pairs = f" and stage {stage}'s pruning decision and pairs" if (self.run.pairs_dir(stage) / "prune.json").exists() else ""
+        pairs = (
+            f" and stage {stage}'s pruning decision and pairs"
+            if (self.run.pairs_dir(stage) / "prune.json").exists()
+            else ""
+        )
         return f"Kept in {self.run.root}: {finished}{pairs}."
 
     # -- the run ------------------------------------------------------------------------------
@@ -323,7 +337,9 @@ class Compression:
                     f"with a new --out. {self.kept(stage)}"
                 ) from exc
             except VipkitError as exc:
-                raise VipkitError(f"stage {stage}: {str(exc).rstrip('.')}. {self.kept(stage)} Fix the cause and run the same command again to resume.") from exc
+                raise VipkitError(
+                    f"stage {stage}: {str(exc).rstrip('.')}. {self.kept(stage)} Fix the cause and run the same command again to resume."
+                ) from exc
         if distributed.is_main():
             with self.times.phase("saving"):
                 save_model(student, self.run.final_model)
@@ -365,8 +381,10 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
         log = _quiet
     world = distributed.world_size()
     if world > 1:
-        log(f"running on {world} processes: videos and scores are split over them; training: "
-            + describe_split(recipe.train.batch_size, recipe.train.gradient_accumulation_steps, world))
+        log(
+            f"running on {world} processes: videos and scores are split over them; training: "
+            + describe_split(recipe.train.batch_size, recipe.train.gradient_accumulation_steps, world)
+        )
     times = PhaseTimes()
     with times.phase("load"):
         parts = prepare(recipe, plugins, log)
@@ -387,7 +405,9 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
 
 def prepare(recipe: Recipe, plugins: Plugins, log: Log) -> BuiltRecipe:
     """Build the components and check the plan against them (``compress --dry-run`` stops here); writes nothing."""
-    log(f"building components ({recipe.model.name}, {recipe.reward.name}, {recipe.scorer.name}, {recipe.pruner.name}, {recipe.curator.name}, {', '.join(l.name for l in recipe.losses)})")
+    log(
+        f"building components ({recipe.model.name}, {recipe.reward.name}, {recipe.scorer.name}, {recipe.pruner.name}, {recipe.curator.name}, {', '.join(loss.name for loss in recipe.losses)})"
+    )
     parts = BuiltRecipe.build(recipe, plugins)
     parts.plan = check_plan(recipe, parts)
     return parts

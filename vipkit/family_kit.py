@@ -36,8 +36,12 @@ class FamilyConfig(Config):
     """The options every denoiser family has; a family's Config adds its own and may change defaults."""
 
     preset_seed: int = Field(0, ge=0, description="Seed of the preset's random weights (same seed, same weights).")
-    height: int | None = Field(None, gt=0, description="Video height in pixels, a multiple of 8; None: the model's default.")
-    width: int | None = Field(None, gt=0, description="Video width in pixels, a multiple of 8; None: the model's default.")
+    height: int | None = Field(
+        None, gt=0, description="Video height in pixels, a multiple of 8; None: the model's default."
+    )
+    width: int | None = Field(
+        None, gt=0, description="Video width in pixels, a multiple of 8; None: the model's default."
+    )
     num_frames: int | None = Field(None, gt=0, description="Frames per video; None: the model's default.")
     negative_prompt: str = Field("", description="Prompt of the unconditional branch of classifier-free guidance.")
     dtype: Dtype = Field("float32", description="Weights and compute dtype of the denoiser and the frozen parts.")
@@ -166,7 +170,9 @@ class DenoiserFamily(VideoModel):
             for start in range(0, len(prompts), size):
                 generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds[start : start + size]]
                 batches.append(self._generate_batch(list(prompts[start : start + size]), generators))
-        return Generation(videos=torch.cat([b.videos for b in batches]), latents=torch.cat([b.latents for b in batches]))
+        return Generation(
+            videos=torch.cat([b.videos for b in batches]), latents=torch.cat([b.latents for b in batches])
+        )
 
     # -- training ----------------------------------------------------------------------------
     def trainable_parameters(self, scope: str) -> list[torch.nn.Parameter]:

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     import torch
 
 
-def sharded_copy(module: torch.nn.Module, params: list[torch.nn.Parameter]) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+def sharded_copy(
+    module: torch.nn.Module, params: list[torch.nn.Parameter]
+) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
     """A deep copy of ``module`` sharded per top-level block and as a whole; ``params``' counterparts in it."""
     from torch.distributed.fsdp import fully_shard
 
@@ -59,7 +61,9 @@ def like(whole: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 def full_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
     """An optimizer state_dict with every sharded tensor made whole (collective)."""
     return {
-        "state": {index: {key: full(value) for key, value in values.items()} for index, values in state["state"].items()},
+        "state": {
+            index: {key: full(value) for key, value in values.items()} for index, values in state["state"].items()
+        },
         "param_groups": state["param_groups"],
     }
 

@@ -19,12 +19,15 @@ from vipkit.interfaces import Generation, VideoModel
 from vipkit.media import from_uint8, to_uint8
 from vipkit.weights import check_safetensors
 
-
 FORMAT = 2  # 2: videos stored as uint8 (1: float32); entries of another format are generated again
 
 
 def cache_key(model_identity: dict[str, Any], settings: dict[str, Any], prompt: str, seed: int) -> str:
-    blob = json.dumps({"model": model_identity, "settings": settings, "prompt": prompt, "seed": seed, "format": FORMAT}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"model": model_identity, "settings": settings, "prompt": prompt, "seed": seed, "format": FORMAT},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -49,7 +52,9 @@ class GenerationCache:
         import torch
         from safetensors.torch import load_file, save_file
 
-        keys = [cache_key(self.model_identity, model.generation_settings, p, s) for p, s in zip(prompts, seeds, strict=True)]
+        keys = [
+            cache_key(self.model_identity, model.generation_settings, p, s) for p, s in zip(prompts, seeds, strict=True)
+        ]
         items: list[dict[str, torch.Tensor] | None] = [None] * len(keys)
         missing = []
         for i, key in enumerate(keys):

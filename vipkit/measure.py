@@ -101,6 +101,7 @@ def cpu_estimate(model: VideoModel) -> CpuEstimate | None:
     if weight.device.type != "cpu" or not steps:
         return None
     args, kwargs = _first_denoiser_call(model, denoiser)
+
     def on_meta(value: Any) -> Any:
         return torch.empty_like(value, device="meta") if isinstance(value, torch.Tensor) else value
 

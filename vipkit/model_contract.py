@@ -44,7 +44,9 @@ def check_model(family: str, options: dict[str, Any] | None = None) -> VideoMode
     try:
         model = cls.from_options({"preset": "tiny", **(options or {})})
     except Exception as exc:  # noqa: BLE001 - any failure is the family's to report
-        raise ContractError(cls, [*violations, f"cannot build the tiny preset: {type(exc).__name__}: {exc}"], VideoModel) from exc
+        raise ContractError(
+            cls, [*violations, f"cannot build the tiny preset: {type(exc).__name__}: {exc}"], VideoModel
+        ) from exc
 
     def check(label: str, test: Callable[[], None]) -> None:
         try:
@@ -70,9 +72,13 @@ def _blocks(model: VideoModel) -> None:
     assert blocks and all(isinstance(b, Block) for b in blocks), f"blocks() must list Block objects, got {blocks!r}"
     names = [b.name for b in blocks]
     assert len(set(names)) == len(names), f"block names repeat: {sorted(n for n in names if names.count(n) > 1)}"
-    assert all(b.params > 0 and b.kind for b in blocks), "every block needs a kind and parameters that removing it removes"
+    assert all(b.params > 0 and b.kind for b in blocks), (
+        "every block needs a kind and parameters that removing it removes"
+    )
     kinds = {b.kind for b in blocks}
-    assert set(model.default_block_kinds) <= kinds, f"default_block_kinds {model.default_block_kinds} are not all among the model's kinds {sorted(kinds)}"
+    assert set(model.default_block_kinds) <= kinds, (
+        f"default_block_kinds {model.default_block_kinds} are not all among the model's kinds {sorted(kinds)}"
+    )
     assert model.blocks_of(model.default_block_kinds), "default_block_kinds select no block"
     model.trainable_parameters(model.default_trainable)
     if model.lora_targets:
@@ -85,15 +91,21 @@ def _generation(model: VideoModel) -> None:
     both = model.generate(list(PROMPTS), list(SEEDS))
     assert isinstance(both, Generation), f"generate() returned {type(both).__name__}, not a vipkit.Generation"
     videos = both.videos
-    assert videos.ndim == 5 and videos.shape[0] == 2 and videos.shape[2] == 3, f"videos must be (B, F, 3, H, W), got {tuple(videos.shape)}"
-    assert videos.dtype == torch.float32 and videos.device.type == "cpu", f"videos must be float32 on the CPU, got {videos.dtype} on {videos.device}"
+    assert videos.ndim == 5 and videos.shape[0] == 2 and videos.shape[2] == 3, (
+        f"videos must be (B, F, 3, H, W), got {tuple(videos.shape)}"
+    )
+    assert videos.dtype == torch.float32 and videos.device.type == "cpu", (
+        f"videos must be float32 on the CPU, got {videos.dtype} on {videos.device}"
+    )
     assert 0 <= float(videos.min()) and float(videos.max()) <= 1, "videos must lie in [0, 1]"
     assert both.latents.shape[0] == 2 and both.latents.device.type == "cpu", "latents: one per video, on the CPU"
     again = model.generate(list(PROMPTS), list(SEEDS))
     assert torch.equal(again.videos, videos), "the same prompts and seeds gave other videos"
     alone = model.generate([PROMPTS[1]], [SEEDS[1]]).videos
     gap = float((alone[0] - videos[1]).abs().max())
-    assert gap <= BATCH_ATOL, f"video 1 of a batch differs from the same prompt and seed alone by {gap:.3g} (draw each video from its own seed)"
+    assert gap <= BATCH_ATOL, (
+        f"video 1 of a batch differs from the same prompt and seed alone by {gap:.3g} (draw each video from its own seed)"
+    )
     json.dumps(model.generation_settings)
     try:
         model.generate(list(PROMPTS), [SEEDS[0]])
@@ -107,12 +119,20 @@ def _removal(model: VideoModel) -> None:
     params = model.num_parameters()
     for block in _one_per_kind(model):
         model.remove_block(block.name)
-        assert model.removed_blocks == [block.name], f"removed_blocks is {model.removed_blocks} after removing {block.name}"
+        assert model.removed_blocks == [block.name], (
+            f"removed_blocks is {model.removed_blocks} after removing {block.name}"
+        )
         assert block.name not in {b.name for b in model.blocks()}, f"{block.name} is still listed after its removal"
-        assert model.num_parameters() == params - block.params, f"removing {block.name} took {params - model.num_parameters():,} parameters, its Block says {block.params:,}"
+        assert model.num_parameters() == params - block.params, (
+            f"removing {block.name} took {params - model.num_parameters():,} parameters, its Block says {block.params:,}"
+        )
         model.restore_block(block.name)
-        assert model.removed_blocks == [] and model.num_parameters() == params, f"restoring {block.name} did not bring the model back"
-    assert torch.equal(model.generate([PROMPTS[0]], [SEEDS[0]]).videos, before), "after removing and restoring blocks the videos changed"
+        assert model.removed_blocks == [] and model.num_parameters() == params, (
+            f"restoring {block.name} did not bring the model back"
+        )
+    assert torch.equal(model.generate([PROMPTS[0]], [SEEDS[0]]).videos, before), (
+        "after removing and restoring blocks the videos changed"
+    )
     try:
         model.remove_block("no.such.block")
     except VipkitError:
@@ -131,14 +151,18 @@ def _copy(model: VideoModel) -> None:
     clone = model.copy()
     block = model.blocks_of(model.default_block_kinds)[0]
     clone.remove_block(block.name)
-    assert model.removed_blocks == [] and block.name in {b.name for b in model.blocks()}, "removing a block from a copy changed the original"
+    assert model.removed_blocks == [] and block.name in {b.name for b in model.blocks()}, (
+        "removing a block from a copy changed the original"
+    )
     assert clone.num_parameters() < model.num_parameters()
 
 
 def _training(model: VideoModel) -> None:
     latents = model.generate([PROMPTS[0]], [SEEDS[0]]).latents
     conditioning = model.encode_prompts([PROMPTS[0]])
-    assert conditioning.shape[0] == 1 and conditioning.device.type == "cpu", "encode_prompts: one encoding per prompt, on the CPU"
+    assert conditioning.shape[0] == 1 and conditioning.device.type == "cpu", (
+        "encode_prompts: one encoding per prompt, on the CPU"
+    )
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
     timesteps = torch.tensor([model.num_train_timesteps // 2])
     noisy = model.add_noise(latents, noise, timesteps)
@@ -154,10 +178,14 @@ def _training(model: VideoModel) -> None:
     model.train_mode(True)
     try:
         prediction, features = model.predict_noise(noisy, timesteps, conditioning, features=True)
-        assert prediction.shape == latents.shape and prediction.dtype == latents.dtype, "predict_noise must answer in the latents' shape and dtype"
+        assert prediction.shape == latents.shape and prediction.dtype == latents.dtype, (
+            "predict_noise must answer in the latents' shape and dtype"
+        )
         assert isinstance(features, list), "predict_noise(features=True) must also return a list of block outputs"
         prediction.float().pow(2).mean().backward()
-        assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in params), f"no gradient reaches the {model.default_trainable!r} scope"
+        assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in params), (
+            f"no gradient reaches the {model.default_trainable!r} scope"
+        )
     finally:
         model.train_mode(False)
         for param in params:
@@ -171,6 +199,8 @@ def _persistence(model: VideoModel) -> None:
     with tempfile.TemporaryDirectory() as folder:
         pruned.save(Path(folder) / "model")
         back = type(model).load_saved(Path(folder) / "model")
-    assert back.removed_blocks == pruned.removed_blocks and back.num_parameters() == pruned.num_parameters(), "load_saved lost the removals"
+    assert back.removed_blocks == pruned.removed_blocks and back.num_parameters() == pruned.num_parameters(), (
+        "load_saved lost the removals"
+    )
     videos = pruned.generate([PROMPTS[0]], [SEEDS[0]]).videos
     assert torch.equal(back.generate([PROMPTS[0]], [SEEDS[0]]).videos, videos), "the reloaded model makes other videos"

@@ -100,7 +100,9 @@ class ModelSource:
             return self.fetch_error(what, exc)
         where = f"the directory {self.source}" if self.local else f"the hub's {self.source}"
         detail = f": {_one_line(exc)}" if exc is not None else ""
-        return VipkitError(f"{self.option} = {self.value!r}: could not load {what} from {where}{detail}. {how_to}".rstrip())
+        return VipkitError(
+            f"{self.option} = {self.value!r}: could not load {what} from {where}{detail}. {how_to}".rstrip()
+        )
 
 
 def model_source(model: str, option: str, expected: str) -> ModelSource:

@@ -28,7 +28,11 @@ def save_pairs(pairs: PairSet, directory: Path) -> None:
     tensors = {name: getattr(pairs, name).contiguous() for name in _LATENTS}
     tensors |= {name: to_uint8(getattr(pairs, name)).contiguous() for name in _VIDEOS}
     save_file(tensors, str(directory / "pairs.safetensors"))
-    meta: dict[str, Any] = {"prompts": pairs.prompts, "seeds": pairs.seeds, "target_dimensions": pairs.target_dimensions}
+    meta: dict[str, Any] = {
+        "prompts": pairs.prompts,
+        "seeds": pairs.seeds,
+        "target_dimensions": pairs.target_dimensions,
+    }
     (directory / "pairs.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
@@ -46,4 +50,10 @@ def load_pairs(directory: Path) -> PairSet:
     if missing:
         raise VipkitError(f"the stored preference pairs in {directory} lack {', '.join(missing)}; {_REBUILD}")
     videos = {name: from_uint8(tensors[name]) for name in _VIDEOS}
-    return PairSet(prompts=meta["prompts"], seeds=meta["seeds"], target_dimensions=meta["target_dimensions"], **{n: tensors[n] for n in _LATENTS}, **videos)
+    return PairSet(
+        prompts=meta["prompts"],
+        seeds=meta["seeds"],
+        target_dimensions=meta["target_dimensions"],
+        **{n: tensors[n] for n in _LATENTS},
+        **videos,
+    )

@@ -105,7 +105,9 @@ def _vipkit_version() -> str:
     return __version__
 
 
-def _register_plugin(pm: pluggy.PluginManager, info: PluginInfo, module: object, registries: dict[str, Registry[Component]]) -> None:
+def _register_plugin(
+    pm: pluggy.PluginManager, info: PluginInfo, module: object, registries: dict[str, Registry[Component]]
+) -> None:
     """Call each of the module's hooks with a ``register`` bound to this plugin, so errors stay its own."""
     pm.register(module, name=info.name)
     for kind, registry in registries.items():

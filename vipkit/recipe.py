@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vipkit.plugins import Plugins, load_plugins
 from vipkit.recipe_overrides import apply_overrides
+
 # the component specs are shared with bench matrices; ``from vipkit.recipe import ComponentSpec`` still works
 from vipkit.validation import CombinedRewardSpec, ComponentSpec, ProblemsError, TomlValidator, parse_toml, read_text
+
 
 class RecipeError(ProblemsError):
     """A recipe with one or more problems; ``errors`` holds one ``key: message`` line each."""
@@ -38,7 +40,9 @@ class PromptsSection(_Section):
 
     train: list[str] | None = Field(None, description="prompts whose teacher/student videos become pairs")
     train_file: str | None = Field(None, description="file with the training prompts, relative to the recipe")
-    eval: list[str] | None = Field(None, description="prompts for the reports (and for importance scoring without `probe`)")
+    eval: list[str] | None = Field(
+        None, description="prompts for the reports (and for importance scoring without `probe`)"
+    )
     eval_file: str | None = Field(None, description="file with the evaluation prompts, relative to the recipe")
     probe: list[str] | None = Field(
         None,
@@ -54,7 +58,9 @@ class PromptsSection(_Section):
             inline, file = getattr(self, kind), getattr(self, f"{kind}_file")
             sources = (inline is not None) + (file is not None)
             if sources > 1 or (required and not sources):
-                raise ValueError(f"set {'exactly' if required else 'at most'} one of `{kind}` (a list) and `{kind}_file` (a path)")
+                raise ValueError(
+                    f"set {'exactly' if required else 'at most'} one of `{kind}` (a list) and `{kind}_file` (a path)"
+                )
             if inline is not None and not [p for p in inline if p.strip()]:
                 raise ValueError(f"`{kind}` holds no prompt")
         return self
@@ -63,7 +69,9 @@ class PromptsSection(_Section):
 class ScheduleSection(_Section):
     stages: int = Field(3, ge=1, description="prune → curate → train rounds")
     block_kinds: list[str] | None = Field(
-        None, min_length=1, description="block kinds that may be pruned; default: the model family's (`default_block_kinds`)"
+        None,
+        min_length=1,
+        description="block kinds that may be pruned; default: the model family's (`default_block_kinds`)",
     )
 
 
@@ -91,7 +99,9 @@ class TrainSection(_Section):
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="learning rate after warm-up, per stage: constant, linear to 0, or cosine to 0"
     )
-    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warm-up from 0 at the start of each stage")
+    warmup_steps: int = Field(
+        0, ge=0, description="optimizer steps of linear warm-up from 0 at the start of each stage"
+    )
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping; None disables it")
     trainable: str | None = Field(
@@ -116,10 +126,13 @@ class TrainSection(_Section):
         "compilation (minutes at full size), then steps run faster on a GPU (benchmarks/RESULTS.md section 5)",
     )
     fsdp: bool = Field(
-        False, description="on several processes, shard parameters, gradients and optimizer state (FSDP2) instead of DDP"
+        False,
+        description="on several processes, shard parameters, gradients and optimizer state (FSDP2) instead of DDP",
     )
     checkpoint_every: int = Field(
-        0, ge=0, description="write a training checkpoint every this many optimizer steps (0: only when a stage's training ends)"
+        0,
+        ge=0,
+        description="write a training checkpoint every this many optimizer steps (0: only when a stage's training ends)",
     )
     keep_checkpoints: int = Field(2, ge=2, description="complete training checkpoints kept, newest first")
 
@@ -162,7 +175,11 @@ class Recipe(BaseModel):
 
     def dump(self) -> dict[str, Any]:
         """The resolved recipe as plain data (what the run directory stores and fingerprints)."""
-        prompts: dict[str, Any] = {"train": self.prompts_train, "eval": self.prompts_eval, "videos_per_prompt": self.videos_per_prompt}
+        prompts: dict[str, Any] = {
+            "train": self.prompts_train,
+            "eval": self.prompts_eval,
+            "videos_per_prompt": self.videos_per_prompt,
+        }
         if self.prompts_probe:  # only when set: runs made before probe prompts existed keep their fingerprint
             prompts["probe"] = self.prompts_probe
         return {
@@ -210,19 +227,25 @@ class _RecipeValidator(TomlValidator):
                 )
             seen.setdefault(identity, spec.key)
 
-    def family_defaults(self, model: ComponentSpec, schedule: ScheduleSection, train: TrainSection) -> tuple[ScheduleSection, TrainSection]:
+    def family_defaults(
+        self, model: ComponentSpec, schedule: ScheduleSection, train: TrainSection
+    ) -> tuple[ScheduleSection, TrainSection]:
         """The sections with what the recipe leaves unset filled from the model family's declared defaults."""
         family = self.plugins.registry("models").get(model.name)
         if schedule.block_kinds is None:
             if not family.default_block_kinds:
-                self.errors.append(f"schedule.block_kinds: model family {model.name!r} declares no default block kinds; name the kinds to prune")
+                self.errors.append(
+                    f"schedule.block_kinds: model family {model.name!r} declares no default block kinds; name the kinds to prune"
+                )
             schedule = schedule.model_copy(update={"block_kinds": list(family.default_block_kinds)})
         updates: dict[str, Any] = {}
         if train.trainable is None:
             updates["trainable"] = family.default_trainable
         if train.lora is not None and train.lora.target_modules is None:
             if not family.lora_targets:
-                self.errors.append(f"train.lora.target_modules: model family {model.name!r} declares no default LoRA targets; name the Linear layers to adapt")
+                self.errors.append(
+                    f"train.lora.target_modules: model family {model.name!r} declares no default LoRA targets; name the Linear layers to adapt"
+                )
             updates["lora"] = train.lora.model_copy(update={"target_modules": list(family.lora_targets)})
         return schedule, train.model_copy(update=updates)
 
@@ -245,7 +268,7 @@ class _RecipeValidator(TomlValidator):
         losses_data = self.data.get("losses")
         losses: list[ComponentSpec | None] = []
         if losses_data is None or losses_data == []:
-            self.errors.append("losses: missing: add at least one [[losses]] table (e.g. name = \"redpo\")")
+            self.errors.append('losses: missing: add at least one [[losses]] table (e.g. name = "redpo")')
         elif not isinstance(losses_data, list):
             self.errors.append("losses: must be an array of tables: write [[losses]] (two brackets), one per loss")
         else:
@@ -268,7 +291,11 @@ class _RecipeValidator(TomlValidator):
                     f"train.batch_size: {train.batch_size} pairs per step, but a stage has at most {videos} pairs "
                     f"({len(train_prompts)} training prompts × videos_per_prompt {prompts.videos_per_prompt})"
                 )
-        if specs.get("model") is not None and isinstance(sections["schedule"], ScheduleSection) and isinstance(train, TrainSection):
+        if (
+            specs.get("model") is not None
+            and isinstance(sections["schedule"], ScheduleSection)
+            and isinstance(train, TrainSection)
+        ):
             sections["schedule"], sections["train"] = self.family_defaults(specs["model"], sections["schedule"], train)
         if self.errors:
             raise RecipeError(source, self.errors)
@@ -288,7 +315,11 @@ class _RecipeValidator(TomlValidator):
 
 
 def parse_recipe(
-    text: str, source: str = "<recipe>", base_dir: Path | None = None, plugins: Plugins | None = None, overrides: Sequence[str] = ()
+    text: str,
+    source: str = "<recipe>",
+    base_dir: Path | None = None,
+    plugins: Plugins | None = None,
+    overrides: Sequence[str] = (),
 ) -> Recipe:
     """Validate recipe text, with ``--set KEY=VALUE`` overrides applied; raise ``RecipeError`` listing every problem."""
     data = parse_toml(text, source, RecipeError)
@@ -303,5 +334,10 @@ def load_recipe(path: str | Path, plugins: Plugins | None = None, overrides: Seq
     path = Path(path)
     text = read_text(path, "recipe")
     if not text.strip():
-        raise RecipeError(str(path), ["the file is empty: a recipe needs at least [model], [reward], [prompts], [scorer], [pruner], [curator] and [[losses]]"])
+        raise RecipeError(
+            str(path),
+            [
+                "the file is empty: a recipe needs at least [model], [reward], [prompts], [scorer], [pruner], [curator] and [[losses]]"
+            ],
+        )
     return parse_recipe(text, str(path), path.parent, plugins, overrides)

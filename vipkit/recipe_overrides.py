@@ -22,7 +22,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[str]
         key, sep, text = override.partition("=")
         path = [int(part) if part.isdigit() else part for part in re.split(r"\.|\[(\d+)\]\.?", key.strip()) if part]
         if not sep or not path:
-            problems.append(f"--set {override!r}: write KEY=VALUE, e.g. train.learning_rate=1e-5 or model.preset=random")
+            problems.append(
+                f"--set {override!r}: write KEY=VALUE, e.g. train.learning_rate=1e-5 or model.preset=random"
+            )
             continue
         try:
             _assign(data, path, _value(text.strip()))
@@ -45,7 +47,9 @@ def _assign(data: dict[str, Any], path: list[str | int], value: Any) -> None:
         where = ".".join(map(str, path[: depth + 1]))
         if isinstance(node, list):
             if not isinstance(part, int) or not 0 <= part < len(node):
-                raise LookupError(f"{where}: the recipe has {len(node)} such tables; name one by its index, 0 to {len(node) - 1}")
+                raise LookupError(
+                    f"{where}: the recipe has {len(node)} such tables; name one by its index, 0 to {len(node) - 1}"
+                )
             node = node[part]
         elif isinstance(node, dict):
             node = node.setdefault(part, {})

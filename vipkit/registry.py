@@ -21,7 +21,9 @@ class Registry(Generic[T]):
 
     def register(self, cls: type[T], source: str) -> None:
         if not (isinstance(cls, type) and issubclass(cls, self.base)):
-            raise TypeError(f"{source}: {cls!r} registered as one of the {self.kind} is not a {self.base.__name__} subclass")
+            raise TypeError(
+                f"{source}: {cls!r} registered as one of the {self.kind} is not a {self.base.__name__} subclass"
+            )
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise TypeError(f"{source}: {cls.__qualname__} has no `name` (a non-empty str class attribute)")

@@ -41,10 +41,19 @@ def timing_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["", *PHASES, "total", "% of run"]
 
     def row(label: str, seconds: dict[str, float]) -> list[str]:
-        return [label, *(f"{seconds[p]:.1f}" if p in seconds else "" for p in PHASES), f"{sum(seconds.values()):.1f}", f"{100 * sum(seconds.values()) / total:.0f}"]
+        return [
+            label,
+            *(f"{seconds[p]:.1f}" if p in seconds else "" for p in PHASES),
+            f"{sum(seconds.values()):.1f}",
+            f"{100 * sum(seconds.values()) / total:.0f}",
+        ]
 
     stages = [row(f"stage {stage['stage']}", stage["seconds"]) for stage in results["stages"]]
-    return header, [*stages, row("run (load, teacher, final save)", results["run_seconds"]), row("all", results["seconds"])]
+    return header, [
+        *stages,
+        row("run (load, teacher, final save)", results["run_seconds"]),
+        row("all", results["seconds"]),
+    ]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -70,7 +79,10 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         markdown_table(*timing_table(results)),
         "",
         *(
-            [f"Peak GPU memory of the main process (GiB): {', '.join(f'{p} {gib:.1f}' for p, gib in results['peak_gpu_gib'].items())}.", ""]
+            [
+                f"Peak GPU memory of the main process (GiB): {', '.join(f'{p} {gib:.1f}' for p, gib in results['peak_gpu_gib'].items())}.",
+                "",
+            ]
             if results["peak_gpu_gib"]
             else []
         ),

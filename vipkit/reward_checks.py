@@ -67,7 +67,11 @@ def check_scores(scores: object, reward: CheckedReward, prompts: Sequence[str]) 
     for dim in reward.dimensions:
         values = scores[dim]
         if not isinstance(values, torch.Tensor) or values.shape != (len(prompts),) or not values.is_floating_point():
-            described = f"{values.dtype} tensor of shape {tuple(values.shape)}" if isinstance(values, torch.Tensor) else type(values).__name__
+            described = (
+                f"{values.dtype} tensor of shape {tuple(values.shape)}"
+                if isinstance(values, torch.Tensor)
+                else type(values).__name__
+            )
             raise RewardOutputError(
                 f"{who} returned a {described} for dimension {dim!r}; expected a float tensor of shape ({len(prompts)},), "
                 "one score per video"

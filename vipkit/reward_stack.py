@@ -28,7 +28,9 @@ def reward_stack(reward: RewardModel, plugins: Plugins, cache_root: Path) -> Rew
     registry = plugins.registry("rewards")
 
     def stacked(part: RewardModel) -> CachedReward:
-        return CachedReward(CheckedReward(part, registry.source(part.name)), cache_root, plugins.provider("rewards", part.name))
+        return CachedReward(
+            CheckedReward(part, registry.source(part.name)), cache_root, plugins.provider("rewards", part.name)
+        )
 
     if isinstance(reward, CombinedReward):
         return CombinedReward({alias: stacked(part) for alias, part in reward.parts.items()})

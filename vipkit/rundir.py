@@ -46,9 +46,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise VipkitError(f"cannot read {path} ({exc}); the run folder is damaged: delete that file's folder to redo it, or use another --out") from None
+        raise VipkitError(
+            f"cannot read {path} ({exc}); the run folder is damaged: delete that file's folder to redo it, or use another --out"
+        ) from None
     if not isinstance(data, dict):
-        raise VipkitError(f"{path} is damaged: it holds no JSON object; delete that file's folder to redo it, or use another --out")
+        raise VipkitError(
+            f"{path} is damaged: it holds no JSON object; delete that file's folder to redo it, or use another --out"
+        )
     return data
 
 
@@ -76,7 +80,9 @@ class RunDirectory:
                 )
             return run
         if root.exists() and any(root.iterdir()):
-            raise VipkitError(f"{root} exists, is not empty and holds no vipkit run (no resolved.json); choose another --out folder")
+            raise VipkitError(
+                f"{root} exists, is not empty and holds no vipkit run (no resolved.json); choose another --out folder"
+            )
         for sub in ("cache/teacher", "stages", "samples", "checkpoints"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         write_text(root / "recipe.toml", recipe_text)
@@ -86,12 +92,20 @@ class RunDirectory:
                 "seed": recipe.seed,
                 "versions": _versions(),
                 "plugins": [
-                    {"name": p.name, "source": p.source, "version": p.version, "components": p.components, "error": p.error}
+                    {
+                        "name": p.name,
+                        "source": p.source,
+                        "version": p.version,
+                        "components": p.components,
+                        "error": p.error,
+                    }
                     for p in plugins.infos
                 ],
             },
         )
-        write_json(resolved, {"fingerprint": recipe.fingerprint(), "recipe": recipe.dump()})  # last: marks the run as started
+        write_json(
+            resolved, {"fingerprint": recipe.fingerprint(), "recipe": recipe.dump()}
+        )  # last: marks the run as started
         return run
 
     # -- places -------------------------------------------------------------------------------

@@ -32,7 +32,12 @@ KEY_FORMAT = 2
 
 def reward_identity(reward: RewardModel, provider: str) -> dict[str, object]:
     """Which reward, configured how, from which plugin version (what ``reward.json`` in its cache folder says)."""
-    return {"format": KEY_FORMAT, "reward": reward.name, "config": reward.config.model_dump(mode="json"), "provider": provider}
+    return {
+        "format": KEY_FORMAT,
+        "reward": reward.name,
+        "config": reward.config.model_dump(mode="json"),
+        "provider": provider,
+    }
 
 
 def reward_key(reward: RewardModel, provider: str = "") -> str:
@@ -77,7 +82,9 @@ class CachedReward(RewardModel):
                 missing[key] = index
         if missing:
             indices = list(missing.values())
-            fresh = require_declared_dimensions(self.reward, self.reward.score(videos[indices], [prompts[i] for i in indices]))
+            fresh = require_declared_dimensions(
+                self.reward, self.reward.score(videos[indices], [prompts[i] for i in indices])
+            )
             for row, (key, index) in enumerate(missing.items()):
                 self.memory[key] = {dim: fresh[dim][row].detach().cpu().clone() for dim in self.dimensions}
                 self._store(key, prompts[index])
@@ -92,7 +99,8 @@ class CachedReward(RewardModel):
             return False
         stored = json.loads((self.directory / f"{key}.json").read_text(encoding="utf-8"))
         self.memory[key] = {
-            dim: torch.tensor(value, dtype=getattr(torch, stored["dtypes"][dim])) for dim, value in stored["scores"].items()
+            dim: torch.tensor(value, dtype=getattr(torch, stored["dtypes"][dim]))
+            for dim, value in stored["scores"].items()
         }
         return True
 

@@ -34,7 +34,12 @@ def sample_videos(batch: int = 2, frames: int = 4, height: int = 32, width: int 
     for b in range(batch):
         colour = torch.rand(3, generator=generator)
         for f in range(frames):
-            frame = torch.cat([ys.expand(1, height, width), xs.expand(1, height, width), (ys * xs).expand(1, height, width)]) * 0.5
+            frame = (
+                torch.cat(
+                    [ys.expand(1, height, width), xs.expand(1, height, width), (ys * xs).expand(1, height, width)]
+                )
+                * 0.5
+            )
             top, left = (f * 2 + b * 3) % (height // 2), (f * 3 + b * 5) % (width // 2)
             frame[:, top : top + height // 4, left : left + width // 4] = colour.view(3, 1, 1)
             videos[b, f] = frame
@@ -69,7 +74,9 @@ def check_reward(
     try:
         reward = cls.from_options(options)
     except Exception as exc:  # noqa: BLE001 (any failure is the plugin's to report)
-        raise ContractError(cls, [*violations, f"cannot be built from options {options or {}}: {type(exc).__name__}: {exc}"]) from exc
+        raise ContractError(
+            cls, [*violations, f"cannot be built from options {options or {}}: {type(exc).__name__}: {exc}"]
+        ) from exc
     built = tuple(reward.dimensions)
     if not violations and (not built or not set(built) <= set(cls.dimensions)):
         violations.append(
@@ -89,7 +96,9 @@ def check_reward(
         violations.append("score() modified its input videos; work on a copy")
     comparable = _score_violations(reward, scores, len(prompts), _range_of(ranges, reward.dimensions), violations)
 
-    def same(call: str, problem: str, expected: Callable[[Tensor], Tensor], videos_: Tensor, prompts_: list[str]) -> None:
+    def same(
+        call: str, problem: str, expected: Callable[[Tensor], Tensor], videos_: Tensor, prompts_: list[str]
+    ) -> None:
         other = _scores_or_violation(reward, videos_, prompts_, f"score() {call}", violations)
         for dim in comparable if other is not None else ():
             difference = _difference(other.get(dim), expected(scores[dim]), atol)
@@ -106,7 +115,13 @@ def check_reward(
         [prompts[i] for i in order],
     )
     for i, prompt in enumerate(prompts):
-        same(f"of video {i} alone", f"of video {i} alone differs from the same video in a batch", lambda v, i=i: v[i : i + 1], videos[i : i + 1], [prompt])
+        same(
+            f"of video {i} alone",
+            f"of video {i} alone differs from the same video in a batch",
+            lambda v, i=i: v[i : i + 1],
+            videos[i : i + 1],
+            [prompt],
+        )
     _prompt_count_violation(reward, videos, list(prompts), violations)
     if violations:
         raise ContractError(cls, violations)
@@ -123,7 +138,9 @@ def _class_violations(cls: type[RewardModel]) -> list[str]:
     return found
 
 
-def _scores_or_violation(reward: RewardModel, videos: Tensor, prompts: list[str], label: str, violations: list[str]) -> Scores | None:
+def _scores_or_violation(
+    reward: RewardModel, videos: Tensor, prompts: list[str], label: str, violations: list[str]
+) -> Scores | None:
     try:
         scores = reward.score(videos, prompts)
     except Exception as exc:  # noqa: BLE001
@@ -143,18 +160,24 @@ def _range_of(ranges: Range | Mapping[str, Range] | None, dims: Sequence[str]) -
     return dict.fromkeys(dims, ranges)
 
 
-def _score_violations(reward: RewardModel, scores: Scores, batch: int, ranges: dict[str, Range], violations: list[str]) -> list[str]:
+def _score_violations(
+    reward: RewardModel, scores: Scores, batch: int, ranges: dict[str, Range], violations: list[str]
+) -> list[str]:
     """Check each returned tensor; return the dimensions whose scores can be compared across calls."""
     declared = list(reward.dimensions)
     missing = [d for d in declared if d not in scores]
     extra = [d for d in scores if d not in declared]
     if missing or extra:
-        violations.append(f"score() returned the dimensions {sorted(scores)}, but the declared dimensions are {declared} (missing: {missing or 'none'}, undeclared: {extra or 'none'})")
+        violations.append(
+            f"score() returned the dimensions {sorted(scores)}, but the declared dimensions are {declared} (missing: {missing or 'none'}, undeclared: {extra or 'none'})"
+        )
     comparable = []
     for dim in (d for d in declared if d in scores):
         values = scores[dim]
         if not isinstance(values, torch.Tensor) or values.shape != (batch,):
-            violations.append(f"score()[{dim!r}] must be a tensor of shape ({batch},) (one score per video), got {getattr(values, 'shape', type(values).__name__)}")
+            violations.append(
+                f"score()[{dim!r}] must be a tensor of shape ({batch},) (one score per video), got {getattr(values, 'shape', type(values).__name__)}"
+            )
             continue
         problems = []
         if not values.is_floating_point():
@@ -177,9 +200,13 @@ def _score_violations(reward: RewardModel, scores: Scores, batch: int, ranges: d
 
 def _difference(actual: Any, expected: Tensor, atol: float) -> str | None:
     if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape:
-        return f"expected a tensor of shape {tuple(expected.shape)}, got {getattr(actual, 'shape', type(actual).__name__)}"
+        return (
+            f"expected a tensor of shape {tuple(expected.shape)}, got {getattr(actual, 'shape', type(actual).__name__)}"
+        )
     gap = (actual.double() - expected.double()).abs().max().item()
-    return None if gap <= atol else f"{actual.tolist()} vs {expected.tolist()} (max difference {gap:.3g} > atol {atol:g})"
+    return (
+        None if gap <= atol else f"{actual.tolist()} vs {expected.tolist()} (max difference {gap:.3g} > atol {atol:g})"
+    )
 
 
 def _prompt_count_violation(reward: RewardModel, videos: Tensor, prompts: list[str], violations: list[str]) -> None:
@@ -189,9 +216,13 @@ def _prompt_count_violation(reward: RewardModel, videos: Tensor, prompts: list[s
     except ValueError:
         return
     except Exception as exc:  # noqa: BLE001
-        violations.append(f"score() of {len(prompts)} videos with {len(fewer)} prompts raised {type(exc).__name__}: {exc}; raise ValueError naming both counts")
+        violations.append(
+            f"score() of {len(prompts)} videos with {len(fewer)} prompts raised {type(exc).__name__}: {exc}; raise ValueError naming both counts"
+        )
         return
-    violations.append(f"score() of {len(prompts)} videos with {len(fewer)} prompts returned scores; raise ValueError naming both counts")
+    violations.append(
+        f"score() of {len(prompts)} videos with {len(fewer)} prompts returned scores; raise ValueError naming both counts"
+    )
 
 
 def _is_metric(value: Any) -> bool:
@@ -199,13 +230,21 @@ def _is_metric(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return (
-        isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point() and not value.requires_grad
+        isinstance(value, torch.Tensor)
+        and value.ndim == 0
+        and value.is_floating_point()
+        and not value.requires_grad
         and bool(torch.isfinite(value))
     )
 
 
 def check_loss(
-    cls: type[DistillLoss], options: dict[str, Any] | None = None, *, family: str, scope: str | None = None, **model_options: Any
+    cls: type[DistillLoss],
+    options: dict[str, Any] | None = None,
+    *,
+    family: str,
+    scope: str | None = None,
+    **model_options: Any,
 ) -> LossOutput:
     """Check that ``cls`` keeps the DistillLoss contract on a tiny teacher and its pruned copy; return the output.
 
@@ -222,7 +261,11 @@ def check_loss(
     try:
         loss = cls.from_options(options)
     except Exception as exc:  # noqa: BLE001
-        raise ContractError(cls, [*violations, f"cannot be built from options {options or {}}: {type(exc).__name__}: {exc}"], DistillLoss) from exc
+        raise ContractError(
+            cls,
+            [*violations, f"cannot be built from options {options or {}}: {type(exc).__name__}: {exc}"],
+            DistillLoss,
+        ) from exc
     teacher = tiny_model(family, **model_options)
     scope = scope or teacher.default_trainable
     student = teacher.copy()
@@ -239,25 +282,35 @@ def check_loss(
     weights = [p.detach().clone() for p in [*student.trainable_parameters("all"), *teacher.trainable_parameters("all")]]
 
     def compute() -> LossOutput:
-        return loss.compute(student, teacher, PairBatch(winners, losers, conditioning, torch.Generator().manual_seed(0)))
+        return loss.compute(
+            student, teacher, PairBatch(winners, losers, conditioning, torch.Generator().manual_seed(0))
+        )
 
     student.train_mode(True)
     try:
         loss.begin_stage(student, teacher)
         first, again = compute(), compute()
     except Exception as exc:  # noqa: BLE001
-        raise ContractError(cls, [*violations, f"begin_stage/compute raised {type(exc).__name__}: {exc}"], DistillLoss) from exc
+        raise ContractError(
+            cls, [*violations, f"begin_stage/compute raised {type(exc).__name__}: {exc}"], DistillLoss
+        ) from exc
     finally:
         student.train_mode(False)
     if not isinstance(first, LossOutput):
-        raise ContractError(cls, [*violations, f"compute() returned {type(first).__name__}, not a vipkit.LossOutput"], DistillLoss)
+        raise ContractError(
+            cls, [*violations, f"compute() returned {type(first).__name__}, not a vipkit.LossOutput"], DistillLoss
+        )
     value = first.loss
-    if not (isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point() and torch.isfinite(value)):
+    if not (
+        isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point() and torch.isfinite(value)
+    ):
         violations.append(f"compute().loss must be a finite floating scalar tensor, got {value!r}")
     elif not value.requires_grad:
         violations.append("compute().loss has no autograd history: the student cannot learn from it")
     elif not torch.equal(value.detach(), again.loss.detach()):
-        violations.append(f"compute() with the same generator seed gave {value.item()} then {again.loss.item()}; draw all randomness from batch.generator")
+        violations.append(
+            f"compute() with the same generator seed gave {value.item()} then {again.loss.item()}; draw all randomness from batch.generator"
+        )
     bad_metrics = {k: v for k, v in first.metrics.items() if not (isinstance(k, str) and _is_metric(v))}
     if bad_metrics:
         violations.append(

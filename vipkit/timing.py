@@ -52,12 +52,16 @@ def _gpu_in_use() -> Any:
 
 def add_phases(*tables: dict[str, float]) -> dict[str, float]:
     """The sum of several phase tables, in ``PHASES`` order (phases nobody spent time in are left out)."""
-    return {name: sum(table.get(name, 0.0) for table in tables) for name in PHASES if any(name in table for table in tables)}
+    return {
+        name: sum(table.get(name, 0.0) for table in tables) for name in PHASES if any(name in table for table in tables)
+    }
 
 
 def max_phases(*tables: dict[str, float]) -> dict[str, float]:
     """The largest value per phase over several tables (peak memory), in ``PHASES`` order."""
-    return {name: max(table.get(name, 0.0) for table in tables) for name in PHASES if any(name in table for table in tables)}
+    return {
+        name: max(table.get(name, 0.0) for table in tables) for name in PHASES if any(name in table for table in tables)
+    }
 
 
 def seconds_per_video(model: VideoModel, prompt: str, seed: int, repeats: int = 3) -> float:

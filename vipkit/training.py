@@ -65,7 +65,10 @@ def micro_batches(indices: Tensor, accumulation: int, rank: int, world: int) -> 
     mine = indices[rank::world]
     largest_share = -(-len(indices) // world)
     count = min(largest_share, -(-accumulation * largest_share // len(indices)))
-    return [(chunk, len(chunk) / len(indices) * world) if len(chunk) else (indices[:1], 0.0) for chunk in mine.tensor_split(count)]
+    return [
+        (chunk, len(chunk) / len(indices) * world) if len(chunk) else (indices[:1], 0.0)
+        for chunk in mine.tensor_split(count)
+    ]
 
 
 def describe_split(batch_size: int, accumulation: int, world: int) -> str:
@@ -113,7 +116,9 @@ def _lora_targets(module: torch.nn.Module, scope: set[int], endings: Sequence[st
     ]
 
 
-def add_lora(module: torch.nn.Module, scope: list[torch.nn.Parameter], lora: LoraSection, family_targets: Sequence[str] = ()) -> list[torch.nn.Parameter]:
+def add_lora(
+    module: torch.nn.Module, scope: list[torch.nn.Parameter], lora: LoraSection, family_targets: Sequence[str] = ()
+) -> list[torch.nn.Parameter]:
     """Put peft LoRA adapters on the scope's matching Linear layers (``lora.target_modules``, else the family's);
     return the adapter parameters."""
     from peft import LoraConfig, inject_adapter_in_model
@@ -125,7 +130,9 @@ def add_lora(module: torch.nn.Module, scope: list[torch.nn.Parameter], lora: Lor
             f"train.lora.target_modules {endings} match no Linear layer inside the trainable scope; "
             "name the endings of Linear layers of that scope (e.g. to_q, to_k, to_v, to_out.0)"
         )
-    inject_adapter_in_model(LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=targets), module)
+    inject_adapter_in_model(
+        LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=targets), module
+    )
     return [p for name, p in module.named_parameters() if "lora_" in name]
 
 
@@ -171,7 +178,9 @@ def _restore_dtypes(params: list[torch.nn.Parameter], dtypes: list[torch.dtype])
 
 
 @contextmanager
-def _training_setup(student: VideoModel, teacher: VideoModel, settings: TrainSection, accelerator: Any) -> Iterator[_Trainable]:
+def _training_setup(
+    student: VideoModel, teacher: VideoModel, settings: TrainSection, accelerator: Any
+) -> Iterator[_Trainable]:
     """Freeze all, make the scope (or its adapters) trainable in float32, wrap for DDP or FSDP; undo it afterwards,
     merging LoRA."""
     import torch
@@ -288,7 +297,9 @@ def train_on_pairs(
         dtype = trainable.compute_dtype
         autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
         optimizer = _optimizer(settings, params)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.lr_schedule, settings.warmup_steps, total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_factor(settings.lr_schedule, settings.warmup_steps, total)
+        )
         for item in losses:
             item.loss.begin_stage(student, teacher)
         history: list[float] = []
@@ -300,7 +311,9 @@ def train_on_pairs(
         conditioning = student.encode_prompts(pairs.prompts)
         for step in track(range(start, total), "distilling", total=total - start):
             epoch, position = divmod(step, batches_per_epoch)
-            order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch)))
+            order = torch.randperm(
+                len(pairs), generator=torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
+            )
             indices = order[position * settings.batch_size :][: settings.batch_size]
             plan = micro_batches(indices, settings.gradient_accumulation_steps, rank, world)
             # the loss and metrics stay tensors until the step ends: reading them per micro-batch would
@@ -313,7 +326,9 @@ def train_on_pairs(
                     pairs.loser_latents[mine],
                     conditioning[mine],
                     generator=torch.Generator().manual_seed(derive_seed(seed, "batch", step, number, rank)),
-                    pair_generators=[torch.Generator().manual_seed(derive_seed(seed, "pair", step, int(i))) for i in mine],
+                    pair_generators=[
+                        torch.Generator().manual_seed(derive_seed(seed, "pair", step, int(i))) for i in mine
+                    ],
                 ).to(device)
                 last = number == len(plan) - 1
                 sync = nullcontext() if last or trainable.ddp is None else accelerator.no_sync(trainable.ddp)
@@ -328,7 +343,9 @@ def train_on_pairs(
             step_loss = distributed.all_sum(float(summed_loss))
             metrics = {name: float(value) for name, value in metrics.items()}
             if not math.isfinite(step_loss):
-                raise FloatingPointError(f"the training loss became {step_loss} at step {step}; last metrics: {metrics}")
+                raise FloatingPointError(
+                    f"the training loss became {step_loss} at step {step}; last metrics: {metrics}"
+                )
             if settings.max_grad_norm is not None:
                 metrics["grad_norm"] = float(fsdp.full(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)))
             optimizer.step()
@@ -339,8 +356,22 @@ def train_on_pairs(
             if distributed.is_main():
                 log({"step": step, "epoch": epoch, "loss": step_loss, "lr": scheduler.get_last_lr()[0], **metrics})
             done = step + 1
-            if checkpoints is not None and (done == total or (settings.checkpoint_every and done % settings.checkpoint_every == 0)):
-                _save(checkpoints, TrainingState(stage, done, student.removed_blocks, pairs_hash, [fsdp.full(p.detach()) for p in params], fsdp.full_optimizer_state(optimizer.state_dict()), scheduler.state_dict(), losses=history))
+            if checkpoints is not None and (
+                done == total or (settings.checkpoint_every and done % settings.checkpoint_every == 0)
+            ):
+                _save(
+                    checkpoints,
+                    TrainingState(
+                        stage,
+                        done,
+                        student.removed_blocks,
+                        pairs_hash,
+                        [fsdp.full(p.detach()) for p in params],
+                        fsdp.full_optimizer_state(optimizer.state_dict()),
+                        scheduler.state_dict(),
+                        losses=history,
+                    ),
+                )
     return {
         "steps": total,
         "resumed_at_step": start,
@@ -349,7 +380,14 @@ def train_on_pairs(
     }
 
 
-def _restore(state: TrainingState, student: VideoModel, params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any, rank: int) -> tuple[int, list[float]]:
+def _restore(
+    state: TrainingState,
+    student: VideoModel,
+    params: list[torch.nn.Parameter],
+    optimizer: Any,
+    scheduler: Any,
+    rank: int,
+) -> tuple[int, list[float]]:
     import torch
 
     if state.removed_blocks != student.removed_blocks:
@@ -358,7 +396,9 @@ def _restore(state: TrainingState, student: VideoModel, params: list[torch.nn.Pa
             f"but the student has {student.removed_blocks}; delete the checkpoints/ folder of this run to retrain the stage"
         )
     if [tuple(p.shape) for p in state.parameters] != [tuple(p.shape) for p in params]:
-        raise VipkitError(f"checkpoint of stage {state.stage} step {state.step} holds other parameters than the trainer trains")
+        raise VipkitError(
+            f"checkpoint of stage {state.stage} step {state.step} holds other parameters than the trainer trains"
+        )
     with torch.no_grad():
         for param, saved in zip(params, state.parameters, strict=True):
             param.copy_(fsdp.like(saved, param))

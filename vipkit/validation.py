@@ -43,7 +43,9 @@ def read_text(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not an error
     except UnicodeDecodeError as exc:
-        raise VipkitError(f"{what} {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8") from None
+        raise VipkitError(
+            f"{what} {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
+        ) from None
     except IsADirectoryError:
         raise VipkitError(f"{what} {path} is a directory, not a file") from None
     except OSError as exc:
@@ -84,7 +86,11 @@ def pydantic_errors(prefix: str, exc: ValidationError, schema: type[BaseModel]) 
         if err["type"] == "extra_forbidden":
             known = sorted(schema.model_fields)
             close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-            message = "unknown option" + (f"; did you mean {close[0]!r}?" if close else "") + f" (known: {', '.join(known) or 'none'})"
+            message = (
+                "unknown option"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+                + f" (known: {', '.join(known) or 'none'})"
+            )
         elif err["type"].endswith("_type") or err["type"].startswith(("greater", "less")):
             message += f", got {err['input']!r}"
         errors.append(f"{_key(prefix, err['loc']) or prefix}: {message}")
@@ -177,14 +183,18 @@ class TomlValidator:
 
     def component(self, key: str, kind: str, table: Any) -> ComponentSpec | None:
         if not isinstance(table, dict):
-            self.errors.append(f"{key}: must be a table with at least `name = \"...\"`, got {type(table).__name__} {table!r}")
+            self.errors.append(
+                f'{key}: must be a table with at least `name = "..."`, got {type(table).__name__} {table!r}'
+            )
             return None
         options = dict(table)
         name = options.pop("name", None)
         weight = options.pop("weight", 1.0) if kind == "losses" else 1.0
         if not isinstance(name, str):
             known = ", ".join(self.plugins.registry(kind).names())
-            self.errors.append(f"{key}.name: required: the registered name of a {self.plugins.registry(kind).base.__name__} (known: {known})")
+            self.errors.append(
+                f"{key}.name: required: the registered name of a {self.plugins.registry(kind).base.__name__} (known: {known})"
+            )
             return None
         registry = self.plugins.registry(kind)
         if name not in registry:
@@ -206,15 +216,15 @@ class TomlValidator:
         if ("reward" in self.data) == ("rewards" in self.data):
             problem = "has both [reward] and [[rewards]]" if "reward" in self.data else "missing table [reward]"
             self.errors.append(
-                f"reward: {problem}; use one [reward] table (a RewardModel: name = \"...\") for one reward, "
-                "or [[rewards]] tables (each with name and optionally as = \"alias\") to combine several"
+                f'reward: {problem}; use one [reward] table (a RewardModel: name = "...") for one reward, '
+                'or [[rewards]] tables (each with name and optionally as = "alias") to combine several'
             )
             return None
         if "reward" in self.data:
             return self.component("reward", "rewards", self.data["reward"])
         tables = self.data["rewards"]
         if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
-            self.errors.append("rewards: must be one or more [[rewards]] tables, each with name = \"...\"")
+            self.errors.append('rewards: must be one or more [[rewards]] tables, each with name = "..."')
             return None
         parts: dict[str, ComponentSpec] = {}
         for i, table in enumerate(tables):
@@ -224,9 +234,13 @@ class TomlValidator:
             if spec is None:
                 continue
             if not isinstance(alias, str) or not alias or "." in alias:
-                self.errors.append(f"rewards[{i}].as: must be a non-empty name without dots (it prefixes the dimensions: alias.dimension)")
+                self.errors.append(
+                    f"rewards[{i}].as: must be a non-empty name without dots (it prefixes the dimensions: alias.dimension)"
+                )
             elif alias in parts:
-                self.errors.append(f"rewards[{i}].as: {alias!r} is already used by an earlier [[rewards]] table; give each table its own `as = \"...\"`")
+                self.errors.append(
+                    f'rewards[{i}].as: {alias!r} is already used by an earlier [[rewards]] table; give each table its own `as = "..."`'
+                )
             else:
                 parts[alias] = spec
         return CombinedRewardSpec(parts=parts) if len(parts) == len(tables) else None
@@ -238,7 +252,9 @@ class TomlValidator:
             if dim not in dimensions:
                 close = difflib.get_close_matches(dim, dimensions, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                self.errors.append(f"objective.weights.{dim}: reward {reward.name!r} has no such dimension.{hint} It has: {', '.join(dimensions)}")
+                self.errors.append(
+                    f"objective.weights.{dim}: reward {reward.name!r} has no such dimension.{hint} It has: {', '.join(dimensions)}"
+                )
             elif weight < 0:
                 self.errors.append(f"objective.weights.{dim}: must be >= 0")
         if weights and not sum(weights.values()) > 0:

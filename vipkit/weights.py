@@ -34,14 +34,20 @@ def check_safetensors(path: Path) -> None:
             raise CorruptWeightsError(f"{path} is not a safetensors file: only {size} bytes")
         (header_len,) = struct.unpack("<Q", prefix)
         if header_len > min(MAX_HEADER_BYTES, size - 8):
-            raise CorruptWeightsError(f"{path} is truncated or not a safetensors file: its header claims {header_len} bytes, the file has {size}")
+            raise CorruptWeightsError(
+                f"{path} is truncated or not a safetensors file: its header claims {header_len} bytes, the file has {size}"
+            )
         try:
             header = json.loads(f.read(header_len))
             end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
         except (ValueError, KeyError, TypeError, IndexError):
-            raise CorruptWeightsError(f"{path} is corrupt: its safetensors header is not valid JSON with tensor offsets") from None
+            raise CorruptWeightsError(
+                f"{path} is corrupt: its safetensors header is not valid JSON with tensor offsets"
+            ) from None
     if 8 + header_len + end != size:
-        raise CorruptWeightsError(f"{path} is truncated or corrupt: its header announces {8 + header_len + end} bytes, the file has {size}")
+        raise CorruptWeightsError(
+            f"{path} is truncated or corrupt: its header announces {8 + header_len + end} bytes, the file has {size}"
+        )
 
 
 def check_weight_folder(folder: Path) -> None:

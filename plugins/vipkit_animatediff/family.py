@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -36,7 +36,15 @@ class AnimateDiff(DenoiserFamily):
     """
 
     name = "animatediff"
-    setting_keys = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale", "negative_prompt", "dtype")
+    setting_keys = (
+        "height",
+        "width",
+        "num_frames",
+        "num_inference_steps",
+        "guidance_scale",
+        "negative_prompt",
+        "dtype",
+    )
     trainable_scopes: ClassVar[dict[str, str]] = {
         "motion": "the motion modules still present",
         "all": "every UNet parameter",
@@ -136,12 +144,16 @@ class AnimateDiff(DenoiserFamily):
         scale = self._pipeline.vae_scale_factor
         for key in ("height", "width"):
             if self._settings[key] % scale:
-                raise VipkitError(f"{key} = {self._settings[key]} must be a multiple of {scale}, the VAE's downscaling factor")
+                raise VipkitError(
+                    f"{key} = {self._settings[key]} must be a multiple of {scale}, the VAE's downscaling factor"
+                )
 
     def _copied_parts(self) -> ModelParts:
         """The UNet copied with its removals; VAE, text encoder and tokenizer shared; the scheduler (stateful) anew."""
         scheduler = type(self._parts.scheduler).from_config(self._parts.scheduler.config)
-        return dataclasses.replace(self._parts, unet=self._prunable.copy(), scheduler=scheduler, default_settings=dict(self._settings))
+        return dataclasses.replace(
+            self._parts, unet=self._prunable.copy(), scheduler=scheduler, default_settings=dict(self._settings)
+        )
 
     # -- generation ------------------------------------------------------------------------
     def _generate_batch(self, prompts: list[str], generators: list[torch.Generator]) -> vipkit.Generation:
@@ -170,7 +182,9 @@ class AnimateDiff(DenoiserFamily):
         import torch
 
         with torch.no_grad():
-            embeddings, _ = self._pipeline.encode_prompt(list(prompts), self.device, 1, do_classifier_free_guidance=False)
+            embeddings, _ = self._pipeline.encode_prompt(
+                list(prompts), self.device, 1, do_classifier_free_guidance=False
+            )
         return embeddings.float().cpu()
 
     def predict_noise(

@@ -9,6 +9,7 @@ file by file first) and no remote code is ever run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -66,7 +67,9 @@ def load_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
     try:
         return preset_parts(components, REAL_SETTINGS)
     except Exception as exc:  # both loaded, but they do not fit together
-        raise adapter_source.load_error(f"{ADAPTER} for this base", None, " ".join(f"{type(exc).__name__}: {exc}".split())) from exc
+        raise adapter_source.load_error(
+            f"{ADAPTER} for this base", None, " ".join(f"{type(exc).__name__}: {exc}".split())
+        ) from exc
 
 
 def _sources(config: AnimateDiff.Config) -> tuple[ModelSource, ModelSource]:
@@ -78,7 +81,7 @@ def _sources(config: AnimateDiff.Config) -> tuple[ModelSource, ModelSource]:
         try:
             source = model_source(getattr(config, option), option, what)
             if source.local:
-                _guarded(source, what, lambda: check_weight_folder(Path(source.source)))
+                _guarded(source, what, partial(check_weight_folder, Path(source.source)))
             source.require_available(what)
             sources.append(source)
         except VipkitError as exc:

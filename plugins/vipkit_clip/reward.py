@@ -67,7 +67,9 @@ def load_clip(model: str, device: str, dtype: str, preset: str | None = None) ->
     from transformers import AutoTokenizer, CLIPModel
 
     if preset is not None:  # tiny: built on the CPU, the same weights everywhere; random: built where it runs
-        clip, tokenizer = tiny_clip() if preset == "tiny" else random_clip(VIT_L_14_SIZES, device=resolve_device(device))
+        clip, tokenizer = (
+            tiny_clip() if preset == "tiny" else random_clip(VIT_L_14_SIZES, device=resolve_device(device))
+        )
         return _placed(clip, tokenizer, (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD), device, dtype)
     source = model_source(model, "reward option `model`", SAVED_CLIP)
     try:
@@ -76,11 +78,15 @@ def load_clip(model: str, device: str, dtype: str, preset: str | None = None) ->
         clip = CLIPModel.from_pretrained(source.source, local_files_only=source.local, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(source.source, local_files_only=source.local)
     except (OSError, VipkitError) as exc:
-        raise source.load_error("a CLIP model and tokenizer", exc, f"Point `model` at a folder holding {SAVED_CLIP}.") from None
+        raise source.load_error(
+            "a CLIP model and tokenizer", exc, f"Point `model` at a folder holding {SAVED_CLIP}."
+        ) from None
     return _placed(clip, tokenizer, _pixel_statistics(source.source, source.local), device, dtype)
 
 
-def _placed(clip: Any, tokenizer: Any, statistics: tuple[tuple[float, ...], tuple[float, ...]], device: str, dtype: str) -> LoadedClip:
+def _placed(
+    clip: Any, tokenizer: Any, statistics: tuple[tuple[float, ...], tuple[float, ...]], device: str, dtype: str
+) -> LoadedClip:
     import torch
 
     target = resolve_device(device)
@@ -176,7 +182,9 @@ class ClipReward(vipkit.RewardModel):
         import torch.nn.functional as F
 
         if videos.ndim != 5 or videos.shape[0] != len(prompts):
-            raise ValueError(f"expected videos (B, F, C, H, W) with B = {len(prompts)} prompts, got {tuple(videos.shape)}")
+            raise ValueError(
+                f"expected videos (B, F, C, H, W) with B = {len(prompts)} prompts, got {tuple(videos.shape)}"
+            )
         indices = sample_frame_indices(videos.shape[1], self.config.frames)
         frames = videos[:, indices]
         batch, num_frames = frames.shape[:2]

@@ -37,7 +37,12 @@ VIT_L_14_SIZES: dict[str, Any] = dict(
         max_position_embeddings=77,
     ),
     vision_config=dict(
-        image_size=224, patch_size=14, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16
+        image_size=224,
+        patch_size=14,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
     ),
     projection_dim=768,
 )
@@ -54,8 +59,14 @@ def random_clip(sizes: dict[str, Any], seed: int = 0, device: torch.device | Non
 
     device = torch.device("cpu") if device is None else device
     tokenizer = byte_level_clip_tokenizer()
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    config = CLIPConfig(text_config={**sizes["text_config"], **ids}, vision_config=sizes["vision_config"], projection_dim=sizes["projection_dim"])
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    config = CLIPConfig(
+        text_config={**sizes["text_config"], **ids},
+        vision_config=sizes["vision_config"],
+        projection_dim=sizes["projection_dim"],
+    )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
         torch.manual_seed(seed)
         model = CLIPModel(config).eval()

@@ -22,7 +22,9 @@ class KD(vipkit.DistillLoss):
 
     config: Config
 
-    def compute(self, student: vipkit.VideoModel, teacher: vipkit.VideoModel, batch: vipkit.PairBatch) -> vipkit.LossOutput:
+    def compute(
+        self, student: vipkit.VideoModel, teacher: vipkit.VideoModel, batch: vipkit.PairBatch
+    ) -> vipkit.LossOutput:
         import torch
 
         from vipkit_losses.functional import kd_loss

@@ -53,7 +53,9 @@ def draw_noise(batch: vipkit.PairBatch, num_train_timesteps: int) -> tuple[Tenso
     if batch.pair_generators is None:
         generator = batch.generator
         noise = torch.randn(winners.shape, generator=generator, device=generator.device, dtype=winners.dtype)
-        timesteps = torch.randint(0, num_train_timesteps, (winners.shape[0],), generator=generator, device=generator.device)
+        timesteps = torch.randint(
+            0, num_train_timesteps, (winners.shape[0],), generator=generator, device=generator.device
+        )
     else:
         if len(batch.pair_generators) != winners.shape[0]:
             raise ValueError(f"{len(batch.pair_generators)} pair generators for {winners.shape[0]} pairs")

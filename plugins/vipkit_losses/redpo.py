@@ -22,7 +22,9 @@ class ReDPO(vipkit.DistillLoss):
 
     class Config(vipkit.Config):
         beta: float = Field(
-            5000.0, gt=0, description="Diffusion-DPO KL strength, read in `beta_convention` (5000 salesforce = 2500 diffusers)"
+            5000.0,
+            gt=0,
+            description="Diffusion-DPO KL strength, read in `beta_convention` (5000 salesforce = 2500 diffusers)",
         )
         beta_convention: Literal["salesforce", "diffusers"] = Field(
             "salesforce",
@@ -69,7 +71,9 @@ class ReDPO(vipkit.DistillLoss):
 
             self.uncond = unconditional_embedding(teacher)
 
-    def compute(self, student: vipkit.VideoModel, teacher: vipkit.VideoModel, batch: vipkit.PairBatch) -> vipkit.LossOutput:
+    def compute(
+        self, student: vipkit.VideoModel, teacher: vipkit.VideoModel, batch: vipkit.PairBatch
+    ) -> vipkit.LossOutput:
         import torch
 
         from vipkit_losses.functional import (

@@ -20,7 +20,9 @@ class SFT(vipkit.DistillLoss):
 
     config: Config
 
-    def compute(self, student: vipkit.VideoModel, teacher: vipkit.VideoModel, batch: vipkit.PairBatch) -> vipkit.LossOutput:
+    def compute(
+        self, student: vipkit.VideoModel, teacher: vipkit.VideoModel, batch: vipkit.PairBatch
+    ) -> vipkit.LossOutput:
         import torch
 
         from vipkit_losses.functional import sft_loss

@@ -35,7 +35,9 @@ def colour_mask(videos: Tensor, background: Tensor, colour: Tensor, tolerance: f
     """
     direction = colour[:, None, :] - background  # (B, F, 3)
     offset = videos - background[..., None, None]
-    alpha = torch.einsum("bfchw,bfc->bfhw", offset, direction) / direction.pow(2).sum(-1).clamp(min=EPS)[..., None, None]
+    alpha = (
+        torch.einsum("bfchw,bfc->bfhw", offset, direction) / direction.pow(2).sum(-1).clamp(min=EPS)[..., None, None]
+    )
     off_line = colour_distance(offset - alpha[:, :, None] * direction[..., None, None])
     keep = (alpha >= min_coverage) & (off_line <= tolerance)
     return alpha.clamp(0, 1) * keep

@@ -41,18 +41,36 @@ class ShapesReward(vipkit.RewardModel):
     value_ranges = dict.fromkeys(dimensions, (0.0, 1.0))
 
     class Config(vipkit.Config):
-        colour_tolerance: float = Field(0.2, gt=0, description="Max RGB distance of an object pixel from the background→colour line.")
-        min_coverage: float = Field(0.2, ge=0, lt=1, description="Pixels covered less than this are not counted (keeps noise out).")
-        presence_fraction: float = Field(0.5, gt=0, le=1, description="Fraction of the prompted shape the colour must fill to be present.")
-        background_tolerance: float = Field(0.3, gt=0, description="RGB distance at which the background fact scores 0 (linear from 1 at 0).")
+        colour_tolerance: float = Field(
+            0.2, gt=0, description="Max RGB distance of an object pixel from the background→colour line."
+        )
+        min_coverage: float = Field(
+            0.2, ge=0, lt=1, description="Pixels covered less than this are not counted (keeps noise out)."
+        )
+        presence_fraction: float = Field(
+            0.5, gt=0, le=1, description="Fraction of the prompted shape the colour must fill to be present."
+        )
+        background_tolerance: float = Field(
+            0.3, gt=0, description="RGB distance at which the background fact scores 0 (linear from 1 at 0)."
+        )
         size_tolerance: float = Field(0.25, gt=0, description="Std of the Gaussian on log(measured / prompted area).")
         shape_temperature: float = Field(0.03, gt=0, description="Softmax temperature over the shapes' IoUs.")
         speed_sharpness: float = Field(2.0, gt=0, description="k in exp(-k·|log(travel/target)|).")
-        min_foreground_contrast: float = Field(0.1, gt=0, description="Floor of the foreground-vs-background distance (a blank video has no foreground).")
-        pixel_change_scale: float = Field(0.05, gt=0, description="s1: median frame-to-frame pixel change that costs a factor e.")
-        area_change_scale: float = Field(0.25, gt=0, description="s2: coefficient of variation of foreground area that costs a factor e.")
-        colour_change_scale: float = Field(0.15, gt=0, description="s3: foreground mean-colour change per frame that costs a factor e.")
-        noise_scale: float = Field(0.02, gt=0, description="Noise standard deviation that costs a factor e of visual quality.")
+        min_foreground_contrast: float = Field(
+            0.1, gt=0, description="Floor of the foreground-vs-background distance (a blank video has no foreground)."
+        )
+        pixel_change_scale: float = Field(
+            0.05, gt=0, description="s1: median frame-to-frame pixel change that costs a factor e."
+        )
+        area_change_scale: float = Field(
+            0.25, gt=0, description="s2: coefficient of variation of foreground area that costs a factor e."
+        )
+        colour_change_scale: float = Field(
+            0.15, gt=0, description="s3: foreground mean-colour change per frame that costs a factor e."
+        )
+        noise_scale: float = Field(
+            0.02, gt=0, description="Noise standard deviation that costs a factor e of visual quality."
+        )
         sharpness_reference: float = Field(0.3, gt=0, le=1, description="Re-blur ratio that scores full sharpness.")
         chunk_size: int = Field(16, gt=0, description="Videos measured at once (bounds memory).")
 
@@ -64,7 +82,11 @@ class ShapesReward(vipkit.RewardModel):
         if videos.shape[0] != len(prompts):
             raise ValueError(f"{videos.shape[0]} videos but {len(prompts)} prompts")
         chunks = [
-            score_chunk(self.config, videos[start : start + self.config.chunk_size].float(), prompts[start : start + self.config.chunk_size])
+            score_chunk(
+                self.config,
+                videos[start : start + self.config.chunk_size].float(),
+                prompts[start : start + self.config.chunk_size],
+            )
             for start in range(0, len(prompts), self.config.chunk_size)
         ]
         return {dim: torch.cat([chunk[dim] for chunk in chunks]) for dim in self.dimensions}

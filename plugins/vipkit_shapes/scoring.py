@@ -54,7 +54,9 @@ def score_chunk(cfg: ShapesReward.Config, videos: Tensor, prompts: Sequence[str]
             + instability["colour_change"] / cfg.colour_change_scale
         )
     )
-    quality = torch.exp(-noise_level(videos) / cfg.noise_scale) * (edge_sharpness(videos) / cfg.sharpness_reference).clamp(max=1)
+    quality = torch.exp(-noise_level(videos) / cfg.noise_scale) * (
+        edge_sharpness(videos) / cfg.sharpness_reference
+    ).clamp(max=1)
     return {
         "text_alignment": alignment,
         "temporal_consistency": consistency,
@@ -63,7 +65,9 @@ def score_chunk(cfg: ShapesReward.Config, videos: Tensor, prompts: Sequence[str]
     }
 
 
-def _prompted_facts(cfg: ShapesReward.Config, videos: Tensor, background: Tensor, scenes: list[Scene | None]) -> tuple[Tensor, Tensor]:
+def _prompted_facts(
+    cfg: ShapesReward.Config, videos: Tensor, background: Tensor, scenes: list[Scene | None]
+) -> tuple[Tensor, Tensor]:
     """Text alignment and dynamic degree ``(B,)`` of each video against its parsed prompt."""
     batch = videos.shape[0]
     fact_sum, speed_sum = torch.zeros(batch), torch.zeros(batch)
@@ -85,7 +89,9 @@ def _prompted_facts(cfg: ShapesReward.Config, videos: Tensor, background: Tensor
     return alignment, dynamics
 
 
-def _object_facts(cfg: ShapesReward.Config, videos: Tensor, background: Tensor, objects: list[SceneObject]) -> tuple[Tensor, Tensor]:
+def _object_facts(
+    cfg: ShapesReward.Config, videos: Tensor, background: Tensor, objects: list[SceneObject]
+) -> tuple[Tensor, Tensor]:
     """Per video ``(n,)``: the sum of the object's four fact scores, and its speed score."""
     frames, height, width = videos.shape[1], videos.shape[-2], videos.shape[-1]
     side = min(height, width)
@@ -105,7 +111,9 @@ def _object_facts(cfg: ShapesReward.Config, videos: Tensor, background: Tensor, 
     velocity = weighted_velocity(centre, present)
     prompted_direction = torch.tensor([DIRECTIONS[o.direction] for o in objects])
     slowest = min(SPEEDS.values()) * side / max(frames - 1, 1)
-    direction_right = ((velocity * prompted_direction).sum(-1) / velocity.norm(dim=-1).clamp(min=slowest / 2)).clamp(min=0)
+    direction_right = ((velocity * prompted_direction).sum(-1) / velocity.norm(dim=-1).clamp(min=slowest / 2)).clamp(
+        min=0
+    )
     travel = velocity.norm(dim=-1) * (frames - 1) / side
     target = torch.tensor([SPEEDS[o.speed] for o in objects])
     speed_right = torch.exp(-cfg.speed_sharpness * torch.log((travel + EPS) / target).abs())

@@ -24,8 +24,13 @@ def _float_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    path: Path, parts: TeacherParts, ema: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-    history: list[dict[str, float]], unet: str,
+    path: Path,
+    parts: TeacherParts,
+    ema: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    history: list[dict[str, float]],
+    unet: str,
 ) -> None:
     """Write ``path`` (``unet`` names the architecture, a key of ``UNET_SPECS``)."""
     path.mkdir(parents=True, exist_ok=True)
@@ -34,7 +39,9 @@ def save_checkpoint(
     save_file(_float_state(ema), str(path / "ema_unet.safetensors"))
     opt_state = {
         f"{i}.{k}": v.detach().cpu().contiguous()
-        for i, s in optimizer.state_dict()["state"].items() for k, v in s.items() if torch.is_tensor(v) and v.ndim > 0
+        for i, s in optimizer.state_dict()["state"].items()
+        for k, v in s.items()
+        if torch.is_tensor(v) and v.ndim > 0
     }
     save_file(opt_state, str(path / "optimizer.safetensors"))
     state = {"step": step, "history": history, "vae_scaling_factor": parts.vae.config.scaling_factor, "unet": unet}
@@ -64,7 +71,9 @@ def load_ema(ema: torch.nn.Module, path: Path) -> None:
     ema.load_state_dict(load_file(str(path / "ema_unet.safetensors")))
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], path: Path, step: int) -> None:
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], path: Path, step: int
+) -> None:
     """AdamW's moments from the checkpoint; its step counts are the global step (all parameters step together)."""
     saved = load_file(str(path / "optimizer.safetensors"))
     for i, p in enumerate(params):

@@ -18,13 +18,17 @@ from vipkit_shapes.world import describe, render_batch, sample_scenes
 def world_videos(count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
     """``count`` videos (N, F, 3, H, W) in [0, 1] on the CPU, with their prompts; deterministic by ``seed``."""
     scenes = sample_scenes(count, seed=seed)
-    videos = render_batch(scenes, seeds=[seed * 1_000_003 + i for i in range(count)], num_frames=FRAMES, height=SIZE, width=SIZE)
+    videos = render_batch(
+        scenes, seeds=[seed * 1_000_003 + i for i in range(count)], num_frames=FRAMES, height=SIZE, width=SIZE
+    )
     return videos, [describe(scene) for scene in scenes]
 
 
 def token_ids(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
     """The prompts' token ids, padded to the text encoder's length."""
-    return tokenizer(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+    return tokenizer(
+        prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
 def render_dataset(count: int, tokenizer: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

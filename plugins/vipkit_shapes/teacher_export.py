@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffusers import UNetMotionModel
+
 from vipkit_animatediff.blocks import prunable_unet
 from vipkit_animatediff.parts import ModelParts
 from vipkit_animatediff.persistence import save_parts
-
 from vipkit_shapes.teacher_model import (
     GENERATION_SETTINGS,
     TeacherParts,
@@ -28,7 +28,10 @@ from vipkit_shapes.teacher_model import (
 def export_teacher(path: Path, parts: TeacherParts, ema: UNetMotionModel) -> None:
     """Write the teacher with ``ema`` as its UNet, in float32 on the CPU (safetensors only)."""
     family_parts = ModelParts(
-        unet=prunable_unet(ema.float().cpu()), vae=parts.vae.float().cpu(),
-        text_encoder=parts.text_encoder.float().cpu(), tokenizer=parts.tokenizer, scheduler=parts.scheduler,
+        unet=prunable_unet(ema.float().cpu()),
+        vae=parts.vae.float().cpu(),
+        text_encoder=parts.text_encoder.float().cpu(),
+        tokenizer=parts.tokenizer,
+        scheduler=parts.scheduler,
     )
     save_parts(path, family_parts, teacher_pipeline(parts, ema), GENERATION_SETTINGS)

@@ -77,15 +77,22 @@ def train_vae(vae: AutoencoderKL, videos: torch.Tensor, steps: int, log: Log) ->
 
 
 @torch.no_grad()
-def evaluate(parts: TeacherParts, unet: UNetMotionModel, device: torch.device, count: int = 64, seed: int = 999) -> dict[str, float]:
+def evaluate(
+    parts: TeacherParts, unet: UNetMotionModel, device: torch.device, count: int = 64, seed: int = 999
+) -> dict[str, float]:
     """Mean ``shapes`` scores of ``count`` videos sampled by ``unet`` for fresh prompts, as the teacher samples."""
     _, prompts = world_videos(count, seed=seed)
     generators = [torch.Generator(device).manual_seed(i) for i in range(count)]
     settings = GENERATION_SETTINGS
     out = teacher_pipeline(parts, unet)(
-        prompts, num_frames=settings["num_frames"], height=settings["height"], width=settings["width"],
-        num_inference_steps=settings["num_inference_steps"], guidance_scale=settings["guidance_scale"],
-        generator=generators, output_type="pt",
+        prompts,
+        num_frames=settings["num_frames"],
+        height=settings["height"],
+        width=settings["width"],
+        num_inference_steps=settings["num_inference_steps"],
+        guidance_scale=settings["guidance_scale"],
+        generator=generators,
+        output_type="pt",
     ).frames
     scores = ShapesReward().score(out.float().cpu(), prompts)
     return {dim: float(values.mean()) for dim, values in scores.items()}
@@ -99,7 +106,11 @@ def compiled_or_eager(
     try:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             text = text_encoder(ids[:8]).last_hidden_state
-            out = compiled(latents[:8].float(), torch.full((8,), 500, device=latents.device), encoder_hidden_states=text.repeat_interleave(FRAMES, 0)).sample
+            out = compiled(
+                latents[:8].float(),
+                torch.full((8,), 500, device=latents.device),
+                encoder_hidden_states=text.repeat_interleave(FRAMES, 0),
+            ).sample
         out.float().pow(2).mean().backward()
         unet.zero_grad(set_to_none=True), text_encoder.zero_grad(set_to_none=True)
         log({"phase": "compile", "ok": True})
@@ -110,9 +121,17 @@ def compiled_or_eager(
 
 
 def train_unet(
-    parts: TeacherParts, model: torch.nn.Module, ema: UNetMotionModel, optimizer: torch.optim.Optimizer,
-    latents: torch.Tensor, ids: torch.Tensor, options: UnetTraining, step: int, history: list[dict[str, Any]],
-    log: Log, teacher: FrozenTeacher | None = None,
+    parts: TeacherParts,
+    model: torch.nn.Module,
+    ema: UNetMotionModel,
+    optimizer: torch.optim.Optimizer,
+    latents: torch.Tensor,
+    ids: torch.Tensor,
+    options: UnetTraining,
+    step: int,
+    history: list[dict[str, Any]],
+    log: Log,
+    teacher: FrozenTeacher | None = None,
 ) -> int:
     """Train ``parts.unet`` (run through ``model``, compiled or not) and the text encoder until the call's
     minutes are spent, evaluating the EMA copy every ``eval_every`` steps and once at the end (into

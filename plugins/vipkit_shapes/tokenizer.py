@@ -8,6 +8,7 @@ encoder then sees "red" as one embedding instead of four bytes.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from vipkit.tokenizers import byte_level_clip_tokenizer
@@ -20,7 +21,7 @@ def _apply_merges(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     """CLIP's BPE on one word: repeatedly join the adjacent pair of lowest merge rank."""
     symbols = [*word[:-1], word[-1] + END_OF_WORD]
     while len(symbols) > 1:
-        pairs = [(ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+        pairs = [(ranks.get(pair, len(ranks)), i) for i, pair in enumerate(itertools.pairwise(symbols))]
         rank, i = min(pairs)
         if rank == len(ranks):
             break

@@ -74,11 +74,23 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-count", type=int, default=64, help="freshly sampled prompts scored at each evaluation")
     parser.add_argument("--vae-steps", type=int, default=4000)
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--export-only", action="store_true", help="write the teacher folder OUT from --resume's checkpoint (its EMA UNet) and stop")
-    parser.add_argument("--unet", choices=sorted(UNET_SPECS), default="shipped", help="UNet architecture (a resumed run keeps its own)")
-    parser.add_argument("--init-from", type=Path, help="a trained teacher folder: start from its VAE and text encoder (no VAE training)")
-    parser.add_argument("--distill-weight", type=float, default=0.0,
-        help="also regress to the --init-from teacher's prediction (its own frozen text encoder), with this weight")
+    parser.add_argument(
+        "--export-only",
+        action="store_true",
+        help="write the teacher folder OUT from --resume's checkpoint (its EMA UNet) and stop",
+    )
+    parser.add_argument(
+        "--unet", choices=sorted(UNET_SPECS), default="shipped", help="UNet architecture (a resumed run keeps its own)"
+    )
+    parser.add_argument(
+        "--init-from", type=Path, help="a trained teacher folder: start from its VAE and text encoder (no VAE training)"
+    )
+    parser.add_argument(
+        "--distill-weight",
+        type=float,
+        default=0.0,
+        help="also regress to the --init-from teacher's prediction (its own frozen text encoder), with this weight",
+    )
     return parser
 
 
@@ -91,9 +103,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.export_only and not args.resume:
         cli.error("--export-only needs --resume (the checkpoint to export)")
     if torch.cuda.is_available() and args.batch * LATENT_POSITIONS > CUDA_ATTENTION_BATCH_LIMIT:
-        cli.error(f"--batch {args.batch} is too large for the GPU: the motion modules attend over "
-                  f"batch x {LATENT_POSITIONS} latent positions, and CUDA's attention kernels take at most "
-                  f"{CUDA_ATTENTION_BATCH_LIMIT:,} (--batch {CUDA_ATTENTION_BATCH_LIMIT // LATENT_POSITIONS} at most)")
+        cli.error(
+            f"--batch {args.batch} is too large for the GPU: the motion modules attend over "
+            f"batch x {LATENT_POSITIONS} latent positions, and CUDA's attention kernels take at most "
+            f"{CUDA_ATTENTION_BATCH_LIMIT:,} (--batch {CUDA_ATTENTION_BATCH_LIMIT // LATENT_POSITIONS} at most)"
+        )
     if args.export_only:
         parts = exported_parts(args.resume)
         export_teacher(args.out, parts, parts.unet)
@@ -125,7 +139,8 @@ def train(args: argparse.Namespace, log: Log) -> None:
         parts.text_encoder = CLIPTextModel.from_pretrained(args.init_from / "text_encoder")
         if args.distill_weight:
             teacher = FrozenTeacher(
-                unet=UNetMotionModel.from_pretrained(args.init_from / "unet"), text_encoder=copy.deepcopy(parts.text_encoder)
+                unet=UNetMotionModel.from_pretrained(args.init_from / "unet"),
+                text_encoder=copy.deepcopy(parts.text_encoder),
             )
             for module in (teacher.unet, teacher.text_encoder):
                 module.to(device).eval().requires_grad_(False)
@@ -156,8 +171,13 @@ def train(args: argparse.Namespace, log: Log) -> None:
         restore_optimizer(optimizer, params, args.resume, step)
     model = compiled_or_eager(parts.unet, latents, ids, parts.text_encoder, log) if args.compile else parts.unet
     options = UnetTraining(
-        minutes=args.minutes, batch=args.batch, lr=args.lr, lr_final=args.lr_final, eval_every=args.eval_every,
-        eval_count=args.eval_count, distill_weight=args.distill_weight,
+        minutes=args.minutes,
+        batch=args.batch,
+        lr=args.lr,
+        lr_final=args.lr_final,
+        eval_every=args.eval_every,
+        eval_count=args.eval_count,
+        distill_weight=args.distill_weight,
     )
     step = train_unet(parts, model, ema, optimizer, latents, ids, options, step, history, log, teacher)
     save_checkpoint(args.out / "checkpoint", parts, ema, optimizer, step, history, unet_name)

@@ -102,21 +102,27 @@ def parse_prompt(text: str) -> Scene:
         word = words[position] if position < len(words) else None
         if word not in allowed:
             found = f"{word!r} (word {position + 1})" if word is not None else "the end of the prompt"
-            raise ValueError(f"cannot parse shapes prompt {text!r}: expected {role} ({', '.join(allowed)}), got {found}")
+            raise ValueError(
+                f"cannot parse shapes prompt {text!r}: expected {role} ({', '.join(allowed)}), got {found}"
+            )
         position += 1
         return word
 
     objects = []
     while True:
         values = {role: take(role, allowed) for role, allowed in _OBJECT_SLOTS}
-        objects.append(SceneObject(values["shape"], values["colour"], values["size"], values["direction"], values["speed"]))
+        objects.append(
+            SceneObject(values["shape"], values["colour"], values["size"], values["direction"], values["speed"])
+        )
         if take("'and' or 'on'", ("and", "on")) == "on":
             break
     take("a", ("a",))
     background = take("background colour", tuple(BACKGROUNDS))
     take("background", ("background",))
     if position != len(words):
-        raise ValueError(f"cannot parse shapes prompt {text!r}: unexpected {words[position]!r} (word {position + 1}) after the end")
+        raise ValueError(
+            f"cannot parse shapes prompt {text!r}: unexpected {words[position]!r} (word {position + 1}) after the end"
+        )
     return Scene(tuple(objects), background)
 
 
@@ -124,7 +130,9 @@ def all_single_object_scenes() -> list[Scene]:
     """Every one-object scene, in a fixed order (4 shapes × 6 colours × 2 sizes × 4 directions × 2 speeds × 3 backgrounds)."""
     return [
         Scene((SceneObject(shape, colour, size, direction, speed),), background)
-        for background, size, colour, shape, direction, speed in product(BACKGROUNDS, SIZES, COLOURS, SHAPES, DIRECTIONS, SPEEDS)
+        for background, size, colour, shape, direction, speed in product(
+            BACKGROUNDS, SIZES, COLOURS, SHAPES, DIRECTIONS, SPEEDS
+        )
     ]
 
 
@@ -135,7 +143,13 @@ def sample_scenes(count: int, seed: int, two_object_fraction: float = 0.3) -> li
     for _ in range(count):
         colours = rng.sample(list(COLOURS), 2 if rng.random() < two_object_fraction else 1)
         objects = tuple(
-            SceneObject(rng.choice(SHAPES), colour, rng.choice(list(SIZES)), rng.choice(list(DIRECTIONS)), rng.choice(list(SPEEDS)))
+            SceneObject(
+                rng.choice(SHAPES),
+                colour,
+                rng.choice(list(SIZES)),
+                rng.choice(list(DIRECTIONS)),
+                rng.choice(list(SPEEDS)),
+            )
             for colour in colours
         )
         scenes.append(Scene(objects, rng.choice(list(BACKGROUNDS))))
@@ -181,7 +195,9 @@ def _object_path(obj: SceneObject, start: tuple[float, float], num_frames: int, 
     return [(start[0] + dx * step * f, start[1] + dy * step * f) for f in range(num_frames)]
 
 
-def _random_path(obj: SceneObject, rng: random.Random, num_frames: int, height: int, width: int) -> list[tuple[float, float]]:
+def _random_path(
+    obj: SceneObject, rng: random.Random, num_frames: int, height: int, width: int
+) -> list[tuple[float, float]]:
     """A box-centre path (pixels) that keeps the whole object inside the frame on every frame."""
     side = min(height, width)
     radius = SIZES[obj.size] * side / 2
@@ -198,7 +214,9 @@ def _closest_approach(a: Sequence[tuple[float, float]], b: Sequence[tuple[float,
     return min(math.dist(p, q) for p, q in zip(a, b, strict=True))
 
 
-def object_paths(scene: Scene, seed: int, num_frames: int, height: int, width: int, tries: int = 100) -> list[list[tuple[float, float]]]:
+def object_paths(
+    scene: Scene, seed: int, num_frames: int, height: int, width: int, tries: int = 100
+) -> list[list[tuple[float, float]]]:
     """Each object's box-centre path (pixels), deterministic by ``seed``; two objects keep apart if they can."""
     rng = random.Random(seed)
     side = min(height, width)
@@ -216,11 +234,19 @@ def object_paths(scene: Scene, seed: int, num_frames: int, height: int, width: i
     return best
 
 
-def render_batch(scenes: Sequence[Scene], seeds: Sequence[int], num_frames: int = 8, height: int = 32, width: int = 32) -> Tensor:
+def render_batch(
+    scenes: Sequence[Scene], seeds: Sequence[int], num_frames: int = 8, height: int = 32, width: int = 32
+) -> Tensor:
     """Videos ``(B, F, 3, H, W)`` in [0, 1]; video ``i`` depends only on ``scenes[i]`` and ``seeds[i]``."""
     side = min(height, width)
-    videos = torch.tensor([BACKGROUNDS[s.background] for s in scenes]).view(-1, 1, 3, 1, 1).repeat(1, num_frames, 1, height, width)
-    all_paths = [object_paths(scene, seed, num_frames, height, width) for scene, seed in zip(scenes, seeds, strict=True)]
+    videos = (
+        torch.tensor([BACKGROUNDS[s.background] for s in scenes])
+        .view(-1, 1, 3, 1, 1)
+        .repeat(1, num_frames, 1, height, width)
+    )
+    all_paths = [
+        object_paths(scene, seed, num_frames, height, width) for scene, seed in zip(scenes, seeds, strict=True)
+    ]
     for slot in range(max(len(s.objects) for s in scenes)):
         present = [i for i, s in enumerate(scenes) if len(s.objects) > slot]
         objs = [scenes[i].objects[slot] for i in present]
@@ -228,7 +254,9 @@ def render_batch(scenes: Sequence[Scene], seeds: Sequence[int], num_frames: int 
         centres = torch.tensor(paths, dtype=torch.float32).view(-1, 2)
         diameters = torch.tensor([SIZES[o.size] * side for o in objs]).repeat_interleave(num_frames)
         shapes = [o.shape for o in objs for _ in range(num_frames)]
-        alpha = shape_coverage(shapes, centres, diameters, height, width).view(len(present), num_frames, 1, height, width)
+        alpha = shape_coverage(shapes, centres, diameters, height, width).view(
+            len(present), num_frames, 1, height, width
+        )
         colours = torch.tensor([COLOURS[o.colour] for o in objs]).view(-1, 1, 3, 1, 1)
         index = torch.tensor(present)
         videos[index] = videos[index] * (1 - alpha) + colours * alpha
@@ -238,4 +266,3 @@ def render_batch(scenes: Sequence[Scene], seeds: Sequence[int], num_frames: int 
 def render(scene: Scene, num_frames: int = 8, height: int = 32, width: int = 32, seed: int = 0) -> Tensor:
     """One video ``(F, 3, H, W)`` of the scene, start positions drawn from ``seed``."""
     return render_batch([scene], [seed], num_frames, height, width)[0]
-

@@ -52,19 +52,28 @@ class BlockPruner(vipkit.Pruner):
         @classmethod
         def _fraction_replaces_default_count(cls, data: Any) -> Any:
             fractions = ("param_fraction", "target_fraction")
-            if isinstance(data, dict) and any(data.get(key) is not None for key in fractions) and "blocks_per_stage" not in data:
+            if (
+                isinstance(data, dict)
+                and any(data.get(key) is not None for key in fractions)
+                and "blocks_per_stage" not in data
+            ):
                 return {**data, "blocks_per_stage": None}
             return data
 
         @model_validator(mode="after")
         def _exactly_one_budget(self) -> BlockPruner.Config:
-            if sum(value is not None for value in (self.blocks_per_stage, self.param_fraction, self.target_fraction)) != 1:
+            if (
+                sum(value is not None for value in (self.blocks_per_stage, self.param_fraction, self.target_fraction))
+                != 1
+            ):
                 raise ValueError(
                     "set exactly one of blocks_per_stage (blocks removed per stage), param_fraction (fraction of "
                     "parameters removed per stage) or target_fraction (fraction removed over the whole schedule)"
                 )
             if self.target_kind is not None and self.target_fraction is None:
-                raise ValueError("target_kind only counts for target_fraction: set target_fraction too, or remove target_kind")
+                raise ValueError(
+                    "target_kind only counts for target_fraction: set target_fraction too, or remove target_kind"
+                )
             return self
 
     config: Config
@@ -81,7 +90,9 @@ class BlockPruner(vipkit.Pruner):
 
     def apply(self, model: vipkit.VideoModel, ranking: Sequence[vipkit.BlockImportance]) -> list[str]:
         if self.config.target_fraction is not None and self._target is None:
-            raise VipkitError("the block pruner's target_fraction needs begin_stage(plan, stage) before apply: it counts from the teacher")
+            raise VipkitError(
+                "the block pruner's target_fraction needs begin_stage(plan, stage) before apply: it counts from the teacher"
+            )
         params_at_start = model.num_parameters()
         present = {block.name for block in model.blocks()}
         removed: list[str] = []
@@ -122,7 +133,9 @@ class BlockPruner(vipkit.Pruner):
     def _check_target(self, plan: vipkit.Plan, available: int) -> list[str]:
         kind = self.config.target_kind
         if kind is not None and kind not in plan.block_kinds:
-            return [f"target_kind: {kind!r} is not among the pruned block kinds (schedule.block_kinds: {', '.join(plan.block_kinds)})"]
+            return [
+                f"target_kind: {kind!r} is not among the pruned block kinds (schedule.block_kinds: {', '.join(plan.block_kinds)})"
+            ]
         reference = self._amount(plan.model)
         if kind is not None:
             available = sum(b.params for b in _outermost(plan.candidates) if b.kind == kind)
@@ -140,7 +153,9 @@ class BlockPruner(vipkit.Pruner):
             return model.num_parameters()
         return sum(block.params for block in _outermost(model.blocks()) if block.kind == self.config.target_kind)
 
-    def _budget_met(self, blocks_removed: int, params_removed: int, params_at_start: int, model: vipkit.VideoModel) -> bool:
+    def _budget_met(
+        self, blocks_removed: int, params_removed: int, params_at_start: int, model: vipkit.VideoModel
+    ) -> bool:
         if self.config.blocks_per_stage is not None:
             return blocks_removed >= self.config.blocks_per_stage
         if self.config.param_fraction is not None:

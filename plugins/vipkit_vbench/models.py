@@ -44,7 +44,11 @@ class FrameEncoder:
         frame; CLIP bicubic, then a centre square), both without antialiasing like torchvision's Resize."""
         height, width = frames.shape[-2:]
         short, long = min(height, width), max(height, width)
-        resized = (self.size, int(self.size * long / short)) if height <= width else (int(self.size * long / short), self.size)
+        resized = (
+            (self.size, int(self.size * long / short))
+            if height <= width
+            else (int(self.size * long / short), self.size)
+        )
         mode = "bilinear" if self.kind == "dino" else "bicubic"
         if resized != (height, width):
             frames = F.interpolate(frames, size=resized, mode=mode, antialias=False, align_corners=False)
@@ -70,7 +74,9 @@ class FrameEncoder:
         return torch.cat(chunks)
 
 
-def load_encoder(source: ModelSource | None, kind: Literal["dino", "clip"], device: torch.device, dtype: torch.dtype, tiny_seed: int) -> FrameEncoder:
+def load_encoder(
+    source: ModelSource | None, kind: Literal["dino", "clip"], device: torch.device, dtype: torch.dtype, tiny_seed: int
+) -> FrameEncoder:
     """Load DINO (``ViTModel``) or a CLIP vision tower with projection; ``source=None`` builds the tiny preset."""
     from transformers import (
         CLIPVisionConfig,
@@ -82,12 +88,23 @@ def load_encoder(source: ModelSource | None, kind: Literal["dino", "clip"], devi
     if source is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(tiny_seed)
-            small = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
-            model = ViTModel(ViTConfig(**small), add_pooling_layer=False) if kind == "dino" else (
-                CLIPVisionModelWithProjection(CLIPVisionConfig(**small, projection_dim=16))
+            small = dict(
+                image_size=32,
+                patch_size=8,
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+            )
+            model = (
+                ViTModel(ViTConfig(**small), add_pooling_layer=False)
+                if kind == "dino"
+                else (CLIPVisionModelWithProjection(CLIPVisionConfig(**small, projection_dim=16)))
             )
     else:
-        expected = "a DINO ViT (ViTModel)" if kind == "dino" else "a CLIP model (CLIPModel or CLIPVisionModelWithProjection)"
+        expected = (
+            "a DINO ViT (ViTModel)" if kind == "dino" else "a CLIP model (CLIPModel or CLIPVisionModelWithProjection)"
+        )
         try:
             if kind == "dino":
                 model, info = ViTModel.from_pretrained(
@@ -95,12 +112,17 @@ def load_encoder(source: ModelSource | None, kind: Literal["dino", "clip"], devi
                 )
             else:
                 model, info = CLIPVisionModelWithProjection.from_pretrained(
-                    source.source, config=_clip_vision_config(source), local_files_only=source.local, output_loading_info=True
+                    source.source,
+                    config=_clip_vision_config(source),
+                    local_files_only=source.local,
+                    output_loading_info=True,
                 )
         except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: transformers refuses mismatched shapes
             raise source.load_error(expected, exc, f"Point {source.option} at a folder holding {expected}.") from None
         if info["missing_keys"]:  # transformers would initialise them at random
-            raise source.load_error(expected, None, f"Its weights lack {sorted(info['missing_keys'])[:3]}; it is not such a model.")
+            raise source.load_error(
+                expected, None, f"Its weights lack {sorted(info['missing_keys'])[:3]}; it is not such a model."
+            )
     return FrameEncoder(model.to(device=device, dtype=dtype).eval().requires_grad_(False), kind, device, dtype)
 
 
@@ -143,7 +165,9 @@ def load_raft(path: str, option: str, device: torch.device) -> Any:
     try:
         model.load_state_dict(torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True))
     except (OSError, RuntimeError) as exc:
-        raise VipkitError(f"{option} = {path!r}: not torchvision RAFT-large weights ({' '.join(str(exc).split())}).") from None
+        raise VipkitError(
+            f"{option} = {path!r}: not torchvision RAFT-large weights ({' '.join(str(exc).split())})."
+        ) from None
     return model.to(device).eval().requires_grad_(False)
 
 

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("vipkit.vbench")
 
-Dimension = Literal["subject_consistency", "background_consistency", "temporal_flickering", "dynamic_degree", "aesthetic_quality"]
+Dimension = Literal[
+    "subject_consistency", "background_consistency", "temporal_flickering", "dynamic_degree", "aesthetic_quality"
+]
 SCORED: tuple[str, ...] = Dimension.__args__  # type: ignore[attr-defined]
 DEFAULT_AESTHETIC_HEAD = "~/.cache/vbench/aesthetic_model/emb_reader/sa_0_4_vit_l_14_linear.pth"
 DEFAULT_RAFT_WEIGHTS = "~/.cache/torch/hub/checkpoints/raft_large_C_T_V1-22a6c225.pth"
@@ -62,23 +64,35 @@ class VBenchReward(vipkit.RewardModel):
             description="Dimensions to score; unset = every dimension whose model is available (missing ones are "
             "skipped with a warning). A listed dimension whose model is missing is an error.",
         )
-        dino_model: str = Field("facebook/dino-vitb16", min_length=1, description="subject_consistency: DINO ViT-B/16 (hub id or directory).")
+        dino_model: str = Field(
+            "facebook/dino-vitb16",
+            min_length=1,
+            description="subject_consistency: DINO ViT-B/16 (hub id or directory).",
+        )
         background_clip_model: str = Field(
-            "openai/clip-vit-base-patch32", min_length=1, description="background_consistency: CLIP ViT-B/32 (hub id or directory)."
+            "openai/clip-vit-base-patch32",
+            min_length=1,
+            description="background_consistency: CLIP ViT-B/32 (hub id or directory).",
         )
         aesthetic_clip_model: str = Field(
-            "openai/clip-vit-large-patch14", min_length=1, description="aesthetic_quality: CLIP ViT-L/14 (hub id or directory)."
+            "openai/clip-vit-large-patch14",
+            min_length=1,
+            description="aesthetic_quality: CLIP ViT-L/14 (hub id or directory).",
         )
         aesthetic_head: str = Field(
-            DEFAULT_AESTHETIC_HEAD, min_length=1,
+            DEFAULT_AESTHETIC_HEAD,
+            min_length=1,
             description="aesthetic_quality: LAION's sa_0_4_vit_l_14_linear.pth (a Linear(768, 1) state dict; .pth or .safetensors).",
         )
         raft_weights: str = Field(
-            DEFAULT_RAFT_WEIGHTS, min_length=1,
+            DEFAULT_RAFT_WEIGHTS,
+            min_length=1,
             description="dynamic_degree: torchvision RAFT-large weights (Raft_Large_Weights.C_T_V1); needs torchvision.",
         )
         video_fps: float = Field(
-            8.0, gt=0, description="Frame rate the videos are meant to play at: dynamic_degree looks at about 8 frames a second."
+            8.0,
+            gt=0,
+            description="Frame rate the videos are meant to play at: dynamic_degree looks at about 8 frames a second.",
         )
         preset: Literal["tiny"] | None = Field(
             None,
@@ -87,7 +101,8 @@ class VBenchReward(vipkit.RewardModel):
         )
         batch_size: int = Field(64, gt=0, description="Frames per forward pass of each network.")
         device: str = Field(
-            "auto", pattern=DEVICE_PATTERN,
+            "auto",
+            pattern=DEVICE_PATTERN,
             description="'auto' = CUDA when available, else CPU; or a torch device. Scores come back on the CPU.",
         )
         dtype: Literal["float32", "bfloat16", "float16"] = Field(
@@ -101,7 +116,9 @@ class VBenchReward(vipkit.RewardModel):
         wanted = self.config.dimensions or list(SCORED)
         missing = {dim: problem for dim in wanted if (problem := self._missing(dim))}
         if missing and self.config.dimensions:
-            raise VipkitError(" ".join(f"vbench dimension {dim!r} cannot score: {problem}" for dim, problem in missing.items()))
+            raise VipkitError(
+                " ".join(f"vbench dimension {dim!r} cannot score: {problem}" for dim, problem in missing.items())
+            )
         for dim, problem in missing.items():
             logger.warning("vbench: skipping %s: %s", dim, problem)
         self.dimensions = (*(dim for dim in SCORED if dim in wanted and dim not in missing), "quality_score")
@@ -125,7 +142,10 @@ class VBenchReward(vipkit.RewardModel):
         if dim == "aesthetic_quality":
             head = self._missing_file("aesthetic_head", f"Download it: {AESTHETIC_HEAD_DOWNLOAD}.")
             return head or self._missing_model("aesthetic_clip_model", "a CLIP ViT-L/14")
-        option, what = {"subject_consistency": ("dino_model", "a DINO ViT-B/16"), "background_consistency": ("background_clip_model", "a CLIP ViT-B/32")}[dim]
+        option, what = {
+            "subject_consistency": ("dino_model", "a DINO ViT-B/16"),
+            "background_consistency": ("background_clip_model", "a CLIP ViT-B/32"),
+        }[dim]
         return self._missing_model(option, what)
 
     def _missing_model(self, option: str, what: str) -> str | None:
@@ -193,7 +213,9 @@ class VBenchReward(vipkit.RewardModel):
         from vipkit_vbench.totals import quality_score
 
         if videos.ndim != 5 or videos.shape[0] != len(prompts):
-            raise ValueError(f"expected videos (B, F, C, H, W) with B = {len(prompts)} prompts, got {tuple(videos.shape)}")
+            raise ValueError(
+                f"expected videos (B, F, C, H, W) with B = {len(prompts)} prompts, got {tuple(videos.shape)}"
+            )
         scores = {dim: getattr(self, f"_{dim}")(videos) for dim in track(self.dimensions[:-1], "vbench dimensions")}
         scores["quality_score"] = quality_score(scores)
         return scores

@@ -216,7 +216,9 @@ class TemporalTransformer(nn.Module):
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
         self.proj_in = _projection(use_linear, channels, inner, nn.Conv1d)
         self.transformer_blocks = nn.ModuleList(
-            TransformerBlock(inner, heads, head_dim, None if self_only else context_dim, relative_length=relative_length)
+            TransformerBlock(
+                inner, heads, head_dim, None if self_only else context_dim, relative_length=relative_length
+            )
             for _ in range(depth)
         )
         self.proj_out = _projection(use_linear, inner, channels, nn.Conv1d)

@@ -73,7 +73,9 @@ def list_blocks(unet: VideoCrafterUNet) -> list[Block]:
     for k, j in safe_pairs(unet):
         encoder, decoder = unet.input_blocks[k], unet.output_blocks[j]
         if not isinstance(encoder, PassThrough) and not isinstance(decoder, PassThrough):
-            found.append(Block(pair_name(k, j), "encoder_decoder_pair", parameter_count(encoder) + parameter_count(decoder)))
+            found.append(
+                Block(pair_name(k, j), "encoder_decoder_pair", parameter_count(encoder) + parameter_count(decoder))
+            )
     return found
 
 

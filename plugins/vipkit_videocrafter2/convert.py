@@ -59,7 +59,9 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vipkit_videocrafter2.convert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vipkit_videocrafter2.convert", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("checkpoint", help="the official model.ckpt (PyTorch Lightning or DeepSpeed)")
     parser.add_argument("out", help="folder to write (then `[model] base = OUT` in a recipe)")
     parser.add_argument("--tokenizer", required=True, help="CLIP tokenizer folder (vocab.json + merges.txt)")

@@ -35,7 +35,17 @@ class VideoCrafter2(DenoiserFamily):
     """
 
     name = "videocrafter2"
-    setting_keys = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale", "fps", "eta", "negative_prompt", "dtype")
+    setting_keys = (
+        "height",
+        "width",
+        "num_frames",
+        "num_inference_steps",
+        "guidance_scale",
+        "fps",
+        "eta",
+        "negative_prompt",
+        "dtype",
+    )
     trainable_scopes: ClassVar[dict[str, str]] = {
         "temporal": "the temporal convolutions and temporal transformers (init_attn too)",
         "all": "every UNet parameter",
@@ -57,8 +67,12 @@ class VideoCrafter2(DenoiserFamily):
             "OpenCLIP ViT-H/14 text tower, SD VAE; built on `device`) for measuring time, memory and disk before "
             "downloading. Both go through the official checkpoint's conversion; their videos mean nothing about quality.",
         )
-        height: int | None = Field(None, gt=0, description="Video height in pixels, a multiple of 8; None: the model's (320, tiny 16).")
-        width: int | None = Field(None, gt=0, description="Video width in pixels, a multiple of 8; None: the model's (512, tiny 16).")
+        height: int | None = Field(
+            None, gt=0, description="Video height in pixels, a multiple of 8; None: the model's (320, tiny 16)."
+        )
+        width: int | None = Field(
+            None, gt=0, description="Video width in pixels, a multiple of 8; None: the model's (512, tiny 16)."
+        )
         num_frames: int | None = Field(None, gt=0, description="Frames per video; None: the model's (16, tiny 4).")
         num_inference_steps: int | None = Field(
             None, gt=0, le=NUM_TRAIN_TIMESTEPS, description="DDIM steps; None: the model's (50, tiny 4)."
@@ -117,7 +131,12 @@ class VideoCrafter2(DenoiserFamily):
         denoise = guided(self._denoiser, cond, uncond, s["guidance_scale"])
         noise = per_video_noise(generators, shape).to(self.device, self.dtype)
         denoised = ddim_sample(
-            denoise, noise, self._schedule, s["num_inference_steps"], s["eta"], step_noise=partial(per_video_noise, generators, shape)
+            denoise,
+            noise,
+            self._schedule,
+            s["num_inference_steps"],
+            s["eta"],
+            step_noise=partial(per_video_noise, generators, shape),
         )
         return vipkit.Generation(videos=self._decode(denoised), latents=denoised.float().cpu())
 

@@ -108,7 +108,9 @@ class ResBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.scale_shift = channels, out_channels, scale_shift
-        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
         self.resample: nn.Module | None = None
         if resample == "up":
             self.resample = Upsample(channels, use_conv=False)

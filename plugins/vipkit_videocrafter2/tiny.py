@@ -64,7 +64,9 @@ def tiny_tokenizer() -> Any:
     return tokenizer
 
 
-def _open_clip_text_state(sizes: CheckpointSizes, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+def _open_clip_text_state(
+    sizes: CheckpointSizes, generator: torch.Generator, device: torch.device
+) -> dict[str, Tensor]:
     width = sizes.unet_config["context_dim"]
 
     def draw(*shape: int, std: float = 0.1, mean: float = 0.0) -> Tensor:

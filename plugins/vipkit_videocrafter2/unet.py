@@ -92,7 +92,14 @@ class VideoCrafterUNet(nn.Module):
                 skip_widths.append(channels)
             if level != len(spec.channel_mult) - 1:
                 down = (
-                    ResBlock(channels, embedding, channels, dropout=spec.dropout, scale_shift=spec.use_scale_shift_norm, resample="down")
+                    ResBlock(
+                        channels,
+                        embedding,
+                        channels,
+                        dropout=spec.dropout,
+                        scale_shift=spec.use_scale_shift_norm,
+                        resample="down",
+                    )
                     if spec.resblock_updown
                     else Downsample(channels, spec.conv_resample)
                 )
@@ -101,7 +108,9 @@ class VideoCrafterUNet(nn.Module):
                 skip_widths.append(channels)
                 factor *= 2
         self.middle_block = StepSequential(
-            self._resblock(channels, channels), *self._attention(channels, factor, always=True), self._resblock(channels, channels)
+            self._resblock(channels, channels),
+            *self._attention(channels, factor, always=True),
+            self._resblock(channels, channels),
         )
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(spec.channel_mult))):
@@ -113,7 +122,14 @@ class VideoCrafterUNet(nn.Module):
                 layers += self._attention(channels, factor)
                 if upsamples:
                     up = (
-                        ResBlock(channels, embedding, channels, dropout=spec.dropout, scale_shift=spec.use_scale_shift_norm, resample="up")
+                        ResBlock(
+                            channels,
+                            embedding,
+                            channels,
+                            dropout=spec.dropout,
+                            scale_shift=spec.use_scale_shift_norm,
+                            resample="up",
+                        )
                         if spec.resblock_updown
                         else Upsample(channels, spec.conv_resample)
                     )
@@ -168,7 +184,9 @@ class VideoCrafterUNet(nn.Module):
             )
         ]
         if spec.temporal_attention:
-            layers.append(self._temporal(channels, heads, head_dim, spec.temporal_transformer_depth, linear=spec.use_linear))
+            layers.append(
+                self._temporal(channels, heads, head_dim, spec.temporal_transformer_depth, linear=spec.use_linear)
+            )
         return layers
 
     # -- forward ------------------------------------------------------------------------------

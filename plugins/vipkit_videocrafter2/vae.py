@@ -29,7 +29,9 @@ SD_VAE = dict(
 
 def vae_config_from_ldm(state: Mapping[str, Tensor], prefix: str = LDM_VAE_PREFIX) -> dict:
     """The diffusers ``AutoencoderKL`` config of the LDM VAE stored under ``prefix`` (SD: 128-256-512-512)."""
-    levels = sorted({int(key[len(prefix) :].split(".")[2]) for key in state if key.startswith(prefix + "encoder.down.")})
+    levels = sorted(
+        {int(key[len(prefix) :].split(".")[2]) for key in state if key.startswith(prefix + "encoder.down.")}
+    )
     if not levels:
         raise VipkitError(f"no VAE in the checkpoint: no key starts with {prefix + 'encoder.down.'!r}")
     start = f"{prefix}encoder.down.0.block."

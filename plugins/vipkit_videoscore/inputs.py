@@ -95,7 +95,9 @@ def pixel_values(frames: torch.Tensor, settings: ImageSettings) -> torch.Tensor:
     frames = (frames.float().clamp(0, 1) * 255).round()
     size = resized_size(frames.shape[-2], frames.shape[-1], settings)
     if size != tuple(frames.shape[-2:]):
-        frames = F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False).round().clamp(0, 255)
+        frames = (
+            F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False).round().clamp(0, 255)
+        )
     mean = torch.tensor(settings.mean, device=frames.device).view(1, 3, 1, 1)
     std = torch.tensor(settings.std, device=frames.device).view(1, 3, 1, 1)
     return (frames / 255 - mean) / std

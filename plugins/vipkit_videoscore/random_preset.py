@@ -32,7 +32,9 @@ def query_word_tokenizer(image_token_id: int) -> Any:
     return idefics2_tokenizer(backend)
 
 
-def random_videoscore(seed: int = 0, device: torch.device | None = None, dtype: torch.dtype | None = None) -> tuple[Any, Any]:
+def random_videoscore(
+    seed: int = 0, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> tuple[Any, Any]:
     """The model (8.27 B parameters, built on ``device`` in ``dtype``: 16.5 GB in bfloat16) and its tokenizer."""
     from vipkit_videoscore.model import idefics2_8b_config
 

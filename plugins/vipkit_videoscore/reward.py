@@ -25,7 +25,13 @@ if TYPE_CHECKING:
 
     from vipkit_videoscore.inputs import ImageSettings
 
-DIMENSIONS = ("visual_quality", "temporal_consistency", "dynamic_degree", "text_to_video_alignment", "factual_consistency")
+DIMENSIONS = (
+    "visual_quality",
+    "temporal_consistency",
+    "dynamic_degree",
+    "text_to_video_alignment",
+    "factual_consistency",
+)
 """The regression head's five outputs, in the head's order (the official README's order)."""
 
 EXPECTED_FILES = "a VideoScore checkpoint (config.json, model*.safetensors, tokenizer files, preprocessor_config.json)"
@@ -83,7 +89,9 @@ def load_videoscore(model: str, device: str, dtype: str, preset: str | None = No
     from vipkit_videoscore.tiny import TINY_IMAGE_SETTINGS, tiny_videoscore
 
     target = resolve_device(device)
-    torch_dtype = (torch.bfloat16 if target.type == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)
+    torch_dtype = (
+        (torch.bfloat16 if target.type == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)
+    )
     if preset == "tiny":
         network, tokenizer = tiny_videoscore()
         settings = TINY_IMAGE_SETTINGS
@@ -95,13 +103,19 @@ def load_videoscore(model: str, device: str, dtype: str, preset: str | None = No
         try:
             config = AutoConfig.from_pretrained(source.source, local_files_only=source.local)
             if config.model_type != "idefics2":
-                raise source.load_error("a VideoScore model", None, f"It holds a {config.model_type!r} model, not Idefics2. {HOW_TO_DOWNLOAD}")
+                raise source.load_error(
+                    "a VideoScore model",
+                    None,
+                    f"It holds a {config.model_type!r} model, not Idefics2. {HOW_TO_DOWNLOAD}",
+                )
             network, info = VideoScoreModel.from_pretrained(
                 source.source, config=config, local_files_only=source.local, dtype=torch_dtype, output_loading_info=True
             )
             tokenizer = AutoTokenizer.from_pretrained(source.source, local_files_only=source.local)
         except (OSError, RuntimeError) as exc:  # RuntimeError: transformers refuses mismatched shapes
-            raise source.load_error("a VideoScore model and tokenizer", exc, f"Point `model` at a folder holding {EXPECTED_FILES}.") from None
+            raise source.load_error(
+                "a VideoScore model and tokenizer", exc, f"Point `model` at a folder holding {EXPECTED_FILES}."
+            ) from None
         missing = [key for key in info["missing_keys"] if key != "score.bias"]  # the official head may omit it: zero
         if missing or info["unexpected_keys"]:
             raise source.load_error(
@@ -136,7 +150,9 @@ class VideoScoreReward(vipkit.RewardModel):
             "word-level tokenizer, for measuring time and memory. Their scores mean nothing about quality.",
         )
         frames: int = Field(
-            16, gt=0, le=48,
+            16,
+            gt=0,
+            le=48,
             description="At most this many evenly spaced frames per video (official: 16 for v1; v1.1 accepts up to 48).",
         )
         scale: Literal["unit", "raw"] = Field(
@@ -158,7 +174,9 @@ class VideoScoreReward(vipkit.RewardModel):
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
         if self.config.preset is None:  # a missing model is reported with the run's other parts, not at first score
-            model_source(self.config.model, "reward option `model`", EXPECTED_FILES).require_available("a VideoScore model")
+            model_source(self.config.model, "reward option `model`", EXPECTED_FILES).require_available(
+                "a VideoScore model"
+            )
 
     @cached_property
     def videoscore(self) -> LoadedVideoScore:
@@ -177,7 +195,9 @@ class VideoScoreReward(vipkit.RewardModel):
         from vipkit_videoscore.inputs import sample_frame_indices
 
         if videos.ndim != 5 or videos.shape[0] != len(prompts):
-            raise ValueError(f"expected videos (B, F, C, H, W) with B = {len(prompts)} prompts, got {tuple(videos.shape)}")
+            raise ValueError(
+                f"expected videos (B, F, C, H, W) with B = {len(prompts)} prompts, got {tuple(videos.shape)}"
+            )
         frames = videos[:, sample_frame_indices(videos.shape[1], self.config.frames)]
         step = self.config.batch_size
         chunks = []

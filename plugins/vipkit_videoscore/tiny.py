@@ -22,7 +22,9 @@ def idefics2_tokenizer(backend: Any) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>"
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": [FAKE_IMAGE_TOKEN, IMAGE_TOKEN, "<end_of_utterance>"]})
     return tokenizer
 
@@ -31,7 +33,10 @@ def tiny_tokenizer() -> Any:
     """A byte-level tokenizer (no merges) with Idefics2's special tokens: ``<unk>`` = pad = 0, ``<s>`` = 1 (prepended)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    vocab = {token: index for index, token in enumerate(["<unk>", "<s>", "</s>", *sorted(pre_tokenizers.ByteLevel.alphabet())])}
+    vocab = {
+        token: index
+        for index, token in enumerate(["<unk>", "<s>", "</s>", *sorted(pre_tokenizers.ByteLevel.alphabet())])
+    }
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -43,18 +48,42 @@ def tiny_config(vocab_size: int, image_token_id: int) -> Any:
     from transformers import Idefics2Config
 
     return Idefics2Config(
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=7),
-        perceiver_config=dict(hidden_size=32, rms_norm_eps=1e-5, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2, resampler_head_dim=8, num_key_value_heads=1),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=28,
+            patch_size=7,
+        ),
+        perceiver_config=dict(
+            hidden_size=32,
+            rms_norm_eps=1e-5,
+            resampler_n_latents=4,
+            resampler_depth=1,
+            resampler_n_heads=2,
+            resampler_head_dim=8,
+            num_key_value_heads=1,
+        ),
         text_config=dict(
-            model_type="mistral", vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=0,
+            model_type="mistral",
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            pad_token_id=0,
         ),
         image_token_id=image_token_id,
         use_cache=False,
     )
 
 
-def seeded_videoscore(config: Any, seed: int = 0, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
+def seeded_videoscore(
+    config: Any, seed: int = 0, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> Any:
     """A ``VideoScoreModel`` of ``config`` with seeded random weights, built on ``device`` (default the CPU) in
     ``dtype`` (default float32), in eval mode; same seed and device, same weights."""
     import torch
@@ -65,7 +94,9 @@ def seeded_videoscore(config: Any, seed: int = 0, device: torch.device | None = 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
         torch.manual_seed(seed)
         model = VideoScoreModel._from_config(config, dtype=dtype)  # transformers' from_config: built in `dtype`
-        with torch.no_grad():  # the default init (std 0.02) gives near-equal scores; spread them over VideoScore's 1..4 range
+        with (
+            torch.no_grad()
+        ):  # the default init (std 0.02) gives near-equal scores; spread them over VideoScore's 1..4 range
             model.score.weight.normal_(std=0.1)
             model.score.bias.uniform_(1.5, 3.5)
     return model.eval()
@@ -87,6 +118,8 @@ def save_tiny_videoscore(directory: Path, seed: int = 0) -> Path:
     settings = TINY_IMAGE_SETTINGS
     Idefics2ImageProcessorPil(
         size={"shortest_edge": settings.shortest_edge, "longest_edge": settings.longest_edge},
-        image_mean=list(settings.mean), image_std=list(settings.std), do_image_splitting=False,
+        image_mean=list(settings.mean),
+        image_std=list(settings.std),
+        do_image_splitting=False,
     ).save_pretrained(directory)
     return Path(directory)

@@ -5,7 +5,6 @@ each hook hands vipkit the component classes it provides.
 """
 
 import vipkit
-
 from vipkit_sharpness.reward import Sharpness
 
 __all__ = ["Sharpness"]

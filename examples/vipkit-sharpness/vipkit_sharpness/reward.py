@@ -37,7 +37,9 @@ class Sharpness(vipkit.RewardModel):
 
     class Config(vipkit.Config):
         reference_variance: float = Field(
-            0.05, gt=0, description="Laplacian variance that scores 0.5 sharpness (v / (v + reference)); lower = stricter."
+            0.05,
+            gt=0,
+            description="Laplacian variance that scores 0.5 sharpness (v / (v + reference)); lower = stricter.",
         )
         frames_per_chunk: int = Field(256, gt=0, description="Frames measured at once (bounds memory, not the result).")
 
