@@ -383,6 +383,23 @@ def test_unpruned_save_is_a_plain_diffusers_pipeline(model: AnimateDiff, tmp_pat
     torch.testing.assert_close(frames, model.generate(PROMPTS[:1], [0]).videos, rtol=0, atol=1e-6)
 
 
+def test_plain_diffusers_refuses_a_pruned_folder_instead_of_loading_it_wrong(
+    model: AnimateDiff, tmp_path: Path
+) -> None:
+    """diffusers would rebuild the removed motion module with random weights and run a different model without
+    an error: the pruned folder has no model_index.json and its UNet weights under a name diffusers does not load."""
+    student = model.copy()
+    student.remove_block(MID_MOTION)
+    student.save(tmp_path / "model")
+    assert not (tmp_path / "model" / "model_index.json").exists()
+    with pytest.raises(OSError, match="model_index.json"):
+        AnimateDiffPipeline.from_pretrained(tmp_path / "model")
+    with pytest.raises(OSError, match="diffusion_pytorch_model"):
+        UNetMotionModel.from_pretrained(tmp_path / "model" / "unet")
+    reloaded = AnimateDiff.load_saved(tmp_path / "model")  # vipkit reads it, removal included
+    assert reloaded.removed_blocks == [MID_MOTION] and reloaded.num_parameters() == TINY_PARAMS - 91_456
+
+
 def test_v_prediction_schedule_gives_velocity_targets(model: AnimateDiff, tmp_path: Path) -> None:
     model.save(tmp_path / "model")
     config_path = tmp_path / "model" / "scheduler" / "scheduler_config.json"

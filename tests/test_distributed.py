@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from vipkit.pair_store import load_pairs
 from vipkit.testing import tiny_model
+from vipkit_animatediff.persistence import unet_weights
 
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
 # accelerate's --cpu starts one process; --multi_gpu starts two through torch's launcher, which join gloo on a CPU machine
@@ -163,8 +164,8 @@ def test_two_process_run_takes_the_same_decisions_and_pairs_as_one(micro_referen
             two_pairs.loser_latents, one_pairs.loser_latents, rtol=0, atol=2e-4
         )  # batch-size rounding
         torch.testing.assert_close(two_pairs.winner_latents, one_pairs.winner_latents, rtol=0, atol=2e-4)
-    final_one = load_file(str(micro_reference / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
-    final_two = load_file(str(out / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
+    final_one = load_file(str(unet_weights(micro_reference / "model")))
+    final_two = load_file(str(unet_weights(out / "model")))
     assert final_one.keys() == final_two.keys()
     for key, value in final_one.items():
         torch.testing.assert_close(final_two[key], value, rtol=0, atol=2e-3, msg=key)

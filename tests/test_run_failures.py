@@ -19,9 +19,10 @@ from vipkit.engine import compress
 from vipkit.errors import VipkitError
 from vipkit.recipe import parse_recipe
 from vipkit.saved_model import verify_saved_model
+from vipkit_animatediff.persistence import PRUNED_UNET_WEIGHTS
 
 ROOT = Path(__file__).parents[1]
-UNET = Path("model") / "unet" / "diffusion_pytorch_model.safetensors"
+UNET = Path("model") / "unet" / PRUNED_UNET_WEIGHTS  # a stage's model is pruned
 
 FLAKY_PLUGIN = '''
 """A reward that turns NaN once the file named by FLAKY_NAN_AFTER exists (e.g. stage 1's checkpoint)."""

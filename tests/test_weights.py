@@ -15,9 +15,10 @@ from vipkit.saved_model import load_saved_model, save_model
 from vipkit.testing import tiny_model
 from vipkit.weights import CorruptWeightsError, check_safetensors, check_weight_folder
 from vipkit_animatediff import AnimateDiff
+from vipkit_animatediff.persistence import PRUNED_UNET_WEIGHTS
 from vipkit_animatediff.tiny import tiny_sd_components
 
-UNET = Path("unet") / "diffusion_pytorch_model.safetensors"
+UNET = Path("unet") / PRUNED_UNET_WEIGHTS  # the saved model below is pruned
 
 
 def truncate(path: Path, keep: int) -> None:
@@ -98,10 +99,10 @@ def test_saved_model_records_a_digest_per_file_and_reloads(saved, tmp_path):
 def test_truncated_saved_model_is_named(saved, tmp_path):
     model = copy_of(saved, tmp_path)
     truncate(model / UNET, 1000)
-    with pytest.raises(CorruptWeightsError, match=r"unet/diffusion_pytorch_model.safetensors is corrupt"):
+    with pytest.raises(CorruptWeightsError, match=r"unet/vipkit_pruned_unet.safetensors is corrupt"):
         load_saved_model(model)
     # loaded as a recipe's `base`, the file is named too (its header announces more bytes than it has)
-    with pytest.raises(VipkitError, match=r"base = '.*model': .*diffusion_pytorch_model.safetensors is truncated"):
+    with pytest.raises(VipkitError, match=r"base = '.*model': .*vipkit_pruned_unet.safetensors is truncated"):
         AnimateDiff.from_options({"base": str(model)})
 
 

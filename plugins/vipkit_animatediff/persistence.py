@@ -1,8 +1,11 @@
 """Save and load a (pruned) AnimateDiff model: diffusers layout, safetensors only, plus a manifest.
 
 A diffusers ``from_pretrained`` of a pruned UNet would silently rebuild the removed blocks with
-random weights, so the UNet is rebuilt here from its config, the removals are replayed in order and
-the pruned state dict is loaded strictly.
+random weights and compute a different model. So a pruned model's folder holds no ``model_index.json``
+and its UNet weights under a name diffusers does not look for (``PRUNED_UNET_WEIGHTS``): plain
+diffusers refuses it with an error instead. vipkit rebuilds the UNet from its config, replays the
+removals in order and loads the pruned state dict strictly. An unpruned model is a plain diffusers
+pipeline folder.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from vipkit_animatediff.parts import ModelParts
 
 MANIFEST = "animatediff.json"
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
-FORMAT_VERSION = 1
+PRUNED_UNET_WEIGHTS = "vipkit_pruned_unet.safetensors"
+"""A pruned UNet's weights: a name diffusers' ``from_pretrained`` does not load, so it fails loudly there."""
+FORMAT_VERSION = 2  # 2: pruned UNets under PRUNED_UNET_WEIGHTS, no model_index.json (1: diffusers' names for all)
 
 
 def is_saved_model(source: str | Path) -> bool:
@@ -44,8 +49,10 @@ def save_parts(directory: Path, parts: ModelParts, pipeline: Any, settings: dict
     unet_dir.mkdir(exist_ok=True)
     parts.unet.module.save_config(unet_dir)
     state = {key: tensor.detach().contiguous() for key, tensor in parts.unet.module.state_dict().items()}
-    save_file(state, unet_dir / UNET_WEIGHTS, metadata={"format": "pt"})
-    pipeline.save_config(directory)  # model_index.json
+    pruned = bool(parts.unet.removed)
+    save_file(state, unet_dir / (PRUNED_UNET_WEIGHTS if pruned else UNET_WEIGHTS), metadata={"format": "pt"})
+    if not pruned:
+        pipeline.save_config(directory)  # model_index.json: a plain diffusers pipeline
     manifest = {
         "family": "animatediff",
         "format_version": FORMAT_VERSION,
@@ -53,6 +60,12 @@ def save_parts(directory: Path, parts: ModelParts, pipeline: Any, settings: dict
         "generation_settings": settings,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def unet_weights(directory: Path) -> Path:
+    """The UNet weights file of a saved model: the pruned name, else diffusers' (unpruned, or format 1)."""
+    pruned = directory / "unet" / PRUNED_UNET_WEIGHTS
+    return pruned if pruned.is_file() else directory / "unet" / UNET_WEIGHTS
 
 
 def load_saved_parts(directory: Path) -> ModelParts:
@@ -65,7 +78,7 @@ def load_saved_parts(directory: Path) -> ModelParts:
     unet = prunable_unet(module)
     for name in manifest["removed_blocks"]:
         unet.remove(name, keep_original=False)
-    module.load_state_dict(load_file(directory / "unet" / UNET_WEIGHTS), strict=True, assign=True)
+    module.load_state_dict(load_file(unet_weights(directory)), strict=True, assign=True)
     dtype = getattr(torch, manifest["generation_settings"]["dtype"])  # the files' own: loaded without a cast
     return ModelParts(
         unet=unet,
