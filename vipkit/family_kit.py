@@ -95,7 +95,7 @@ class DenoiserFamily(VideoModel):
 
     @abstractmethod
     def _attach(self, parts: Any) -> None:
-        """Take ``parts`` as this model's: call ``_adopt`` first, then place and assemble them."""
+        """Take ``parts`` as this model's: call ``_adopt`` first (settings, device, placement), then assemble them."""
 
     @abstractmethod
     def _copied_parts(self) -> Any:
@@ -111,9 +111,12 @@ class DenoiserFamily(VideoModel):
         """The parameters of a scope named in ``trainable_scopes``."""
 
     # -- settings and placement --------------------------------------------------------------
-    def _adopt(self, prunable: PrunableModule, source_defaults: dict[str, Any]) -> None:
+    def _adopt(
+        self, prunable: PrunableModule, source_defaults: dict[str, Any], frozen: Sequence[torch.nn.Module]
+    ) -> None:
         """Resolve the generation settings (explicit options > the source's defaults > the Config's) and the
-        device, and take ``prunable`` as the denoiser."""
+        device, take ``prunable`` as the denoiser, and place it and the ``frozen`` parts (eval mode, no gradients)
+        on the device in the model's dtype."""
         import torch
 
         from vipkit.model_source import resolve_device
@@ -128,6 +131,9 @@ class DenoiserFamily(VideoModel):
         self.device = resolve_device(config.device)
         self._prunable = prunable
         self._runner: torch.nn.Module = prunable.module  # what predict_noise calls: the denoiser or a wrapper of it
+        place(prunable.module, self.device, self.dtype).eval()
+        for part in frozen:
+            place(part, self.device, self.dtype).eval().requires_grad_(False)
 
     @property
     def generation_settings(self) -> dict[str, Any]:

@@ -122,13 +122,9 @@ class AnimateDiff(DenoiserFamily):
         """Place every part on the device and build the pipeline around them."""
         from diffusers import AnimateDiffPipeline, DDPMScheduler
 
-        from vipkit.family_kit import place
         from vipkit_animatediff.attention import choose_attention_kernels
 
-        self._adopt(parts.unet, parts.default_settings)
-        place(parts.unet.module, self.device, self.dtype).eval()
-        for frozen in (parts.vae, parts.text_encoder):
-            place(frozen, self.device, self.dtype).eval().requires_grad_(False)
+        self._adopt(parts.unet, parts.default_settings, frozen=(parts.vae, parts.text_encoder))
         choose_attention_kernels(parts.unet.module, self.config.spatial_attention, self.config.temporal_attention)
         self._parts = parts
         self._pipeline = AnimateDiffPipeline(

@@ -95,13 +95,9 @@ class VideoCrafter2(DenoiserFamily):
 
     def _attach(self, parts: ModelParts) -> None:
         """Place every part on the device; the sampling schedule is the official one."""
-        from vipkit.family_kit import place
         from vipkit_videocrafter2.schedule import Schedule
 
-        self._adopt(parts.unet, parts.default_settings)
-        place(parts.unet.module, self.device, self.dtype).eval()
-        for frozen in (parts.vae, parts.text_encoder):
-            place(frozen, self.device, self.dtype).eval().requires_grad_(False)
+        self._adopt(parts.unet, parts.default_settings, frozen=(parts.vae, parts.text_encoder))
         self._parts = parts
         self._schedule = Schedule.official()
         scale = 2 ** (len(parts.vae.config.block_out_channels) - 1)
