@@ -113,7 +113,9 @@ def disk_use(run: Path) -> dict[str, float]:
     }
 
 
-def project(results: dict[str, Any], recipe: Any, measured: dict[str, int], gpus: int) -> dict[str, float]:
+def project(
+    results: dict[str, Any], recipe: Any, measured: dict[str, int], gpus: int, candidates: int | None = None
+) -> dict[str, float]:
     """Seconds of the whole shipped recipe on ``gpus`` GPUs, scaled from the measured run phase by phase.
 
     Each phase is scaled by what drives it: teacher videos by the evaluation + training videos; importance
@@ -123,7 +125,9 @@ def project(results: dict[str, Any], recipe: Any, measured: dict[str, int], gpus
     summaries, plus each summary's latency timing (4 one-video calls, not split); loading once; saving per
     stage. Several GPUs split generation and scoring by video (the slowest GPU gets ceil(videos / gpus))
     and training by pair (a step of ``batch_size`` pairs keeps at most ``batch_size`` GPUs busy, assumed
-    to scale perfectly); loading, saving and latency timing do not shrink.
+    to scale perfectly); loading, saving and latency timing do not shrink. ``candidates``: the shipped recipe's
+    stage-1 candidate count when the measured run ranked fewer block kinds (default: the measured count); each
+    candidate is assumed to cost the measured mean.
     """
     stages = results["stages"]
     sec = results["seconds"]
@@ -133,7 +137,7 @@ def project(results: dict[str, Any], recipe: Any, measured: dict[str, int], gpus
     probe_videos = len(recipe.prompts_probe) or eval_videos
     split = lambda videos: math.ceil(videos / gpus) / videos  # noqa: E731 - the slowest GPU's share
 
-    candidates = len(stages[0]["importance"])
+    candidates = candidates or len(stages[0]["importance"])
     removed_per_stage = max(1.0, sum(len(stage["removed_blocks"]) for stage in stages) / len(stages))
     measured_evals = sum((len(stage["importance"]) + 1) * measured["probe"] for stage in stages)
     full_evals = sum((max(candidates - s * removed_per_stage, 1) + 1) * probe_videos for s in range(full_stages))
@@ -174,6 +178,12 @@ def main() -> None:
     parser.add_argument("--eval-prompts", type=int, help="use the recipe's first N evaluation prompts")
     parser.add_argument("--stages", type=int, help="run the first K stages")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="more vipkit --set overrides")
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        help="the shipped recipe's block candidates, for the projection, when --set schedule.block_kinds=... ranks "
+        "fewer (the dry run prints the count: 'N prunable blocks')",
+    )
     parser.add_argument(
         "--no-random", action="store_true", help="keep the recipe's model sources (a tiny recipe for a CPU check)"
     )
@@ -264,7 +274,7 @@ def main() -> None:
     if args.gpus == 1:  # the projection scales one GPU's phase times
         projections = {}
         for gpus in (1, 2, 8):
-            phases = project(results, shipped, measured, gpus)
+            phases = project(results, shipped, measured, gpus, args.candidates)
             projections[f"{gpus}_gpu"] = {
                 "hours": round(sum(phases.values()) / 3600, 2),
                 "seconds_by_phase": {k: round(v) for k, v in phases.items()},

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import StableDiffusionPipeline, UNetMotionModel
+from diffusers import UNetMotionModel
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import vipkit
@@ -38,7 +38,7 @@ from vipkit.training import WeightedLoss, train_on_pairs
 from vipkit_animatediff import AnimateDiff
 from vipkit_animatediff.attention import choose_attention_kernels
 from vipkit_animatediff.sd15 import SD15_SIZES
-from vipkit_animatediff.tiny import TINY_SIZES, sd_components
+from vipkit_animatediff.tiny import TINY_SIZES, write_hub_folders
 from vipkit_losses import ReDPO
 
 FULL = dict(frames=16, latent=64, text_dim=768)
@@ -47,20 +47,8 @@ TINY = dict(frames=8, latent=16, text_dim=32)
 
 def write_model(folder: Path, tiny: bool) -> tuple[str, str]:
     """An SD pipeline folder and a motion-adapter folder, in the hub layout the family loads."""
-    parts = sd_components(TINY_SIZES if tiny else SD15_SIZES, seed=0)
-    pipe = StableDiffusionPipeline(
-        vae=parts["vae"],
-        text_encoder=parts["text_encoder"],
-        tokenizer=parts["tokenizer"],
-        unet=parts["unet"],
-        scheduler=parts["scheduler"],
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder / "sd")
-    parts["motion_adapter"].save_pretrained(folder / "adapter")
-    return str(folder / "sd"), str(folder / "adapter")
+    folders = write_hub_folders(folder, TINY_SIZES if tiny else SD15_SIZES)
+    return folders["base"], folders["motion_adapter"]
 
 
 def naive_step_seconds(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipeline, UNetMotionModel
+from diffusers import AnimateDiffPipeline, MotionAdapter, UNetMotionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from pydantic import ValidationError
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -26,7 +26,7 @@ from vipkit_animatediff import AnimateDiff, attention
 from vipkit_animatediff.attention import BatchChunkedAttention, choose_attention_kernels
 from vipkit_animatediff.blocks import list_blocks
 from vipkit_animatediff.sd15 import SD15_SIZES, random_parts
-from vipkit_animatediff.tiny import sd_components, tiny_sd_components
+from vipkit_animatediff.tiny import sd_components, tiny_sd_components, write_hub_folders
 
 TINY_PARAMS = 1_228_388  # UNetMotionModel of the tiny preset
 TINY_MOTION_PARAMS = 435_424  # its motion modules = the tiny MotionAdapter
@@ -412,25 +412,8 @@ def test_v_prediction_schedule_gives_velocity_targets(model: AnimateDiff, tmp_pa
     torch.testing.assert_close(target, torch.full_like(latents, float(expected)), rtol=1e-5, atol=1e-6)
 
 
-def sd15_folders(directory: Path) -> dict[str, str]:
-    """The tiny preset's pieces written as an SD-1.5 pipeline folder and a MotionAdapter folder (the hub layout)."""
-    parts = tiny_sd_components(seed=0)
-    StableDiffusionPipeline(
-        vae=parts["vae"],
-        text_encoder=parts["text_encoder"],
-        tokenizer=parts["tokenizer"],
-        unet=parts["unet"],
-        scheduler=parts["scheduler"],
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).save_pretrained(directory / "sd15")
-    parts["motion_adapter"].save_pretrained(directory / "adapter")
-    return {"base": str(directory / "sd15"), "motion_adapter": str(directory / "adapter")}
-
-
 def test_loads_sd15_pipeline_and_motion_adapter_from_local_dirs(model: AnimateDiff, tmp_path: Path) -> None:
-    options = sd15_folders(tmp_path)
+    options = write_hub_folders(tmp_path)
     real_defaults = AnimateDiff.from_options(options)
     settings = real_defaults.generation_settings
     assert [settings[key] for key in SMALL] == [512, 512, 16, 25]
@@ -458,7 +441,7 @@ def library_warnings() -> Iterator[list[str]]:
 def test_loading_saving_and_reloading_warn_about_nothing(tmp_path: Path) -> None:
     """vipkit's own calls once made diffusers warn on every load: `torch_dtype` (FutureWarning), and a cast with
     `to()` (AnimateDiffPipeline's, and the reloaded float32 VAE's). In bfloat16, where casts would show, none does."""
-    options = {**sd15_folders(tmp_path), **SMALL, "dtype": "bfloat16"}
+    options = {**write_hub_folders(tmp_path), **SMALL, "dtype": "bfloat16"}
     with warnings.catch_warnings(), library_warnings() as logged:
         warnings.simplefilter("error", FutureWarning)
         loaded = AnimateDiff.from_options(options)
@@ -504,7 +487,7 @@ def test_an_existing_relative_path_with_one_slash_is_a_local_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``weights/adapter`` is written like a hub id ``owner/name``, but it exists here: it is that folder."""
-    sd15_folders(tmp_path / "weights")
+    write_hub_folders(tmp_path / "weights")
     monkeypatch.chdir(tmp_path)
     loaded = AnimateDiff.from_options({"base": "weights/sd15", "motion_adapter": "weights/adapter", **SMALL})
     assert loaded.num_parameters() == TINY_PARAMS

@@ -73,7 +73,8 @@ def test_bench_scores_every_model_as_a_direct_call_would_and_resumes_with_finish
     assert len(bars) == 2 * (len(dims) + 1)
     plotted = {(b.get("data-group"), float(b.get("data-value"))) for b in bars}
     assert ("objective", float(f"{pruned_row['objective']:.6g}")) in plotted
-    assert sorted((out / "samples").iterdir())[1].name == "001-pruned.gif"
+    samples = ["000-teacher.gif", "000-teacher.mp4", "001-pruned.gif", "001-pruned.mp4"]  # a GIF and an MP4 each
+    assert sorted(p.name for p in (out / "samples").iterdir()) == samples
     assert result.stdout.count("| teacher |") == 1
 
     # resumed: both rows reused; new objective weights re-weigh the stored scores without rendering again

@@ -175,6 +175,8 @@ def test_tiny_run_writes_the_contract(tiny_run):
         "metrics.jsonl",
         "report.md",
         "samples/teacher.gif",
+        "samples/teacher.mp4",
+        "samples/stage-002-distilled.mp4",
     ):
         assert (out / name).exists(), name
     env = json.loads((out / "environment.json").read_text())
@@ -236,3 +238,54 @@ def test_other_recipe_on_same_run_dir_is_refused(tiny_run, tmp_path):
     other.write_text(TINY.read_text().replace("seed = 0", "seed = 1"))
     result = vipkit("compress", "--recipe", str(other), "--out", str(out))
     assert result.returncode == 2 and "different recipe" in result.stderr
+
+
+def _front_matter(card: str) -> dict:
+    import yaml
+
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_a_finished_run_has_a_model_card_and_exports_as_a_diffusers_pipeline(tiny_run, tmp_path):
+    import torch
+    from diffusers import AnimateDiffPipeline
+
+    from vipkit import load
+
+    out, _ = tiny_run
+    results = json.loads((out / "results.json").read_text())
+    card = (out / "model" / "README.md").read_text()
+    front = _front_matter(card)
+    assert front["pipeline_tag"] == "text-to-video" and front["library_name"] == "vipkit"
+    assert "animatediff" in front["tags"] and "license" not in front  # the base model's license: the user's to set
+    assert "| stage 2 distilled |" in card and f"{results['final']['parameters']:,}" in card
+    assert (out / "model" / "samples" / "stage-002-distilled.gif").is_file()
+    assert "![sample videos of the compressed model](samples/stage-002-distilled.gif)" in card
+    exported = tmp_path / "export"
+    result = vipkit("export", str(out), "--format", "diffusers", "--out", str(exported))
+    assert result.returncode == 0, result.stderr
+    assert "2 removed blocks written as zeros" in result.stderr
+    card = (exported / "README.md").read_text()
+    assert _front_matter(card)["library_name"] == "diffusers"
+    assert f'AnimateDiffPipeline.from_pretrained("{exported}"' in card and "```toml" in card
+    assert (exported / "samples" / "stage-002-distilled.mp4").is_file()
+    call = dict(
+        prompt="a red ball rolling left", num_frames=8, height=32, width=32, num_inference_steps=4, output_type="pt"
+    )
+    plain = AnimateDiffPipeline.from_pretrained(exported)(generator=torch.Generator().manual_seed(0), **call)
+    ours = load(out / "model")(generator=torch.Generator().manual_seed(0), **call)
+    assert abs(plain.frames - ours.frames).max() <= 1e-6
+
+
+def test_export_errors_are_one_paragraph_with_exit_code_2(tiny_run, tmp_path):
+    out, _ = tiny_run
+    cases = [
+        (("export", str(out), "--format", "onnx", "--out", str(tmp_path / "a")), "--format 'onnx' is not a format"),
+        (("export", str(tmp_path), "--format", "diffusers", "--out", str(tmp_path / "b")), "neither a vipkit run"),
+        (("export", str(out), "--format", "diffusers", "--out", str(out)), "exists and is not empty"),
+    ]
+    for args, message in cases:
+        result = vipkit(*args)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from vipkit.errors import VipkitError
@@ -75,13 +76,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'vipkit' has no attribute {name!r}")
 
 
-def load_model(path: str) -> VideoModel:
-    """Load a compressed model written by vipkit (``RUN/model``) as its family's VideoModel."""
+def load_model(path: str | Path, **options: Any) -> VideoModel:
+    """Load a compressed model written by vipkit (``RUN/model``) or exported by ``vipkit export`` as its family's
+    VideoModel; zeroed blocks of an export are removed again, which keeps the speed-up. ``options`` go to the
+    family's Config (e.g. ``device="cuda"``, or the SD-1.5 ``base`` a motion-adapter export goes on)."""
+    from vipkit.export import export_manifest, load_export
     from vipkit.saved_model import load_saved_model
 
-    return load_saved_model(path)
+    manifest = export_manifest(Path(path))
+    if manifest is not None:
+        return load_export(Path(path), manifest, **options)
+    return load_saved_model(path, **options)
 
 
-def load(path: str) -> Any:
+def load(path: str | Path, **options: Any) -> Any:
     """Load a compressed model as a ready inference pipeline (a diffusers pipeline for AnimateDiff)."""
-    return load_model(path).pipeline()
+    return load_model(path, **options).pipeline()

@@ -20,7 +20,7 @@ from vipkit.atomic import write_json, write_text
 from vipkit.bench_matrix import BenchMatrix
 from vipkit.errors import VipkitError
 from vipkit.interfaces import Objective, mean_scores
-from vipkit.media import eight_bit, save_gif_grid
+from vipkit.media import eight_bit, save_samples
 from vipkit.plugins import load_plugins
 from vipkit.report import markdown_table
 from vipkit.reward_stack import reward_stack
@@ -62,7 +62,7 @@ def run_bench(matrix: BenchMatrix, out: Path, log: Log) -> dict[str, Any]:
             scores = reward.score(videos, matrix.prompts)
         except VipkitError as exc:
             raise VipkitError(f"models[{index}] ({model.label!r}): {exc}") from exc
-        save_gif_grid(videos[:SAMPLE_VIDEOS], out / "samples" / f"{index:03d}-{_slug(model.label)}.gif")
+        save_samples(videos[:SAMPLE_VIDEOS], out / "samples" / f"{index:03d}-{_slug(model.label)}", warn=log)
         row = {
             "label": model.label,
             "parameters": built.num_parameters(),

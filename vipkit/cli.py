@@ -232,6 +232,50 @@ def bench(
 
 
 @app.command()
+def export(
+    source: Annotated[
+        Path, typer.Argument(help="a finished run folder (its model/), a stage folder or a model folder vipkit wrote")
+    ],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="the model family's format, e.g. diffusers or motion-adapter (AnimateDiff), official (VideoCrafter2)",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the folder to write (must not exist or be empty)")],
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="float32, bfloat16 or float16 (default: the model's own)")
+    ] = None,
+    bench: Annotated[
+        Path | None,
+        typer.Option(
+            "--bench", help="a `vipkit bench` folder that scored this model: its table goes into the model card"
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a non-empty --out folder")] = False,
+) -> None:
+    """Write a compressed model in a format other tools load (diffusers, a motion adapter, the official checkpoint
+    layout), with a model card (README.md) and samples; removed blocks are written as exact zeros."""
+    from vipkit.errors import VipkitError
+    from vipkit.export import export_model
+
+    try:
+        with console.status(f"exporting {source} as {format}"):
+            record = export_model(source, format, out, dtype=dtype, bench=bench, overwrite=overwrite)
+    except VipkitError as exc:
+        raise _fail(str(exc)) from None
+    zeroed = len(record["zeroed_blocks"])
+    console.print(
+        f"[green]done[/]: {record['family']} model as {format} ({record['dtype']}) in {out}"
+        + (f"; {zeroed} removed blocks written as zeros (exact; vipkit skips them again on loading)" if zeroed else "")
+        + f"; model card in {out / 'README.md'}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List every plugin with its source, version and components; broken plugins show their error."""
     from vipkit.plugins import load_plugins

@@ -21,6 +21,7 @@ from vipkit import distributed, sharded
 from vipkit.atomic import staged_directory, write_json
 from vipkit.checkpoint import CheckpointStore
 from vipkit.errors import VipkitError
+from vipkit.export import write_model_card
 from vipkit.faults import fault_point
 from vipkit.generation_cache import GenerationCache
 from vipkit.interfaces import (
@@ -37,10 +38,11 @@ from vipkit.interfaces import (
     mean_scores,
 )
 from vipkit.measure import denoiser_flops
-from vipkit.media import save_gif_grid
+from vipkit.media import save_samples
 from vipkit.pair_store import load_pairs, save_pairs
 from vipkit.plugins import Plugins, load_plugins
 from vipkit.preflight import check_plan
+from vipkit.provenance import run_provenance
 from vipkit.recipe import Recipe
 from vipkit.report import write_report
 from vipkit.reward_stack import reward_stack
@@ -53,7 +55,7 @@ from vipkit.training import WeightedLoss, describe_split, train_on_pairs
 from vipkit.weights import file_sha256
 
 Log = Callable[[str], None]
-SAMPLE_VIDEOS = 4  # evaluation videos shown side by side in each GIF
+SAMPLE_VIDEOS = 4  # evaluation videos shown side by side in each sample (GIF and MP4)
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Compression:
         self._teacher_eval: tuple[Generation, Scores] | None = None
         self._weights = "teacher"  # whose weights the student has: the teacher's until a stage trains it
         self._latest_eval: tuple[tuple[str, frozenset[str]], Generation] | None = None
+        self._trained = False  # whether a stage so far took a training step (what a saved model records)
 
     # -- evaluation ---------------------------------------------------------------------------
     def _state(self, model: VideoModel) -> tuple[str, frozenset[str]]:
@@ -150,15 +153,16 @@ class Compression:
             videos = sharded.generate(model, self.probe_prompts, self.probe_seeds)
         return sharded.score(self.parts.reward, videos.videos, self.probe_prompts)
 
-    def save_gif(self, videos: Any, name: str) -> None:
+    def save_samples(self, videos: Any, name: str) -> None:
+        """``samples/NAME.gif`` and ``.mp4``, the first videos side by side; without ffmpeg only the GIF."""
         if distributed.is_main():
-            save_gif_grid(videos[:SAMPLE_VIDEOS], self.run.samples / f"{name}.gif")
+            save_samples(videos[:SAMPLE_VIDEOS], self.run.samples / name, warn=self.log)
 
     def summary(self, model: VideoModel, label: str, sample_name: str) -> dict[str, Any]:
-        """Scores, objective, size and latency of ``model`` on the evaluation prompts, plus a sample GIF."""
+        """Scores, objective, size and latency of ``model`` on the evaluation prompts, plus a sample (GIF and MP4)."""
         videos = self.eval_videos(model)
         scores = sharded.score(self.parts.reward, videos.videos, self.eval_prompts)
-        self.save_gif(videos.videos, sample_name)
+        self.save_samples(videos.videos, sample_name)
         means = mean_scores(scores)
         self.log(
             f"{label}: objective {self.objective(scores):.4f} · " + " · ".join(f"{k} {v:.4f}" for k, v in means.items())
@@ -253,8 +257,10 @@ class Compression:
                     checkpoints=CheckpointStore(self.run.checkpoints, self.recipe.train.keep_checkpoints),
                     pairs_hash=file_sha256(pairs_dir / "pairs.safetensors")[:32]
                     + file_sha256(pairs_dir / "pairs.json")[:32],
+                    run_dir=self.run.root,
                 )
             self._weights = f"stage {stage}"
+            self._trained = self._trained or record["train"]["steps"] > 0
             resumed = record["train"]["resumed_at_step"]
             self.log(
                 f"stage {stage}: trained {record['train']['steps']} steps"
@@ -266,7 +272,7 @@ class Compression:
         if distributed.is_main():
             with staged_directory(self.run.stage_dir(stage)) as staging:
                 with times.phase("saving"):
-                    save_model(student, staging / "model")
+                    save_model(student, staging / "model", self.provenance())
                 write_json(staging / "stage.json", record | _phases(times, record))
         distributed.barrier()
         return record | _phases(times, record)
@@ -293,6 +299,10 @@ class Compression:
         )
         return f"Kept in {self.run.root}: {finished}{pairs}."
 
+    def provenance(self) -> dict[str, Any]:
+        """What the student's saved manifest records of its making (``vipkit.provenance``)."""
+        return run_provenance(self.recipe, self.parts.teacher, self._trained)
+
     # -- the run ------------------------------------------------------------------------------
     def resume_point(self) -> tuple[VideoModel, list[dict[str, Any]]]:
         if distributed.is_main():
@@ -304,6 +314,7 @@ class Compression:
         last = len(finished)
         self.log(f"resuming after stage {last} (from {self.run.stage_dir(last)})")
         self._weights = f"stage {last}"
+        self._trained = any(record["train"]["steps"] > 0 for record in finished)
         try:
             with self.times.phase("load"):
                 return load_saved_model(self.run.stage_dir(last) / "model"), finished
@@ -326,7 +337,7 @@ class Compression:
                 "seconds_per_video": seconds_per_video(self.parts.teacher, self.eval_prompts[0], self.eval_seeds[0]),
                 "denoiser_flops": denoiser_flops(self.parts.teacher, teacher_videos.latents[:1]),
             }
-            self.save_gif(teacher_videos.videos, "teacher")
+            self.save_samples(teacher_videos.videos, "teacher")
         for stage in range(len(stages) + 1, self.recipe.schedule.stages + 1):
             try:
                 stages.append(self.stage(student, stage))
@@ -342,7 +353,7 @@ class Compression:
                 ) from exc
         if distributed.is_main():
             with self.times.phase("saving"):
-                save_model(student, self.run.final_model)
+                save_model(student, self.run.final_model, self.provenance())
         final = stages[-1]["distilled"] if stages else teacher
         results = {
             "recipe": self.recipe.source,
@@ -367,6 +378,7 @@ class Compression:
         if distributed.is_main():
             write_json(self.run.root / "results.json", results)
             write_report(results, self.run.root / "report.md")
+            write_model_card(student, self.run.final_model)
         distributed.barrier()
         return results
 

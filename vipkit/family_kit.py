@@ -199,6 +199,7 @@ class DenoiserFamily(VideoModel):
 
     # -- persistence -------------------------------------------------------------------------
     @classmethod
-    def load_saved(cls, directory: Path) -> DenoiserFamily:
-        """Rebuild a model written by ``save``; its saved generation settings come back as defaults."""
-        return cls(cls.Config(base=str(directory)))
+    def load_saved(cls, directory: Path, **options: Any) -> DenoiserFamily:
+        """Rebuild a model written by ``save``; its saved generation settings come back as defaults, ``options`` (Config
+        fields: device, settings) override."""
+        return cls(cls.Config(base=str(directory), **options))

@@ -11,12 +11,14 @@ torch is imported only for type checking so that ``vipkit --help`` stays fast.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+from vipkit.errors import VipkitError
 
 if TYPE_CHECKING:
     import torch
@@ -194,12 +196,38 @@ class VideoModel(Component):
 
     @classmethod
     @abstractmethod
-    def load_saved(cls, directory: Path) -> VideoModel:
-        """Rebuild a model written by ``save``."""
+    def load_saved(cls, directory: Path, **options: Any) -> VideoModel:
+        """Rebuild a model written by ``save``; ``options`` are Config fields to override (e.g. ``device``)."""
 
     def pipeline(self) -> Any:
         """A ready inference pipeline (a diffusers pipeline where the family has one)."""
         raise NotImplementedError(f"model family {self.name!r} has no inference pipeline")
+
+    # -- optional, for exports ------------------------------------------------------------------
+    export_formats: ClassVar[dict[str, str]] = {}
+    """Formats ``export`` writes (``vipkit export --format``), each with a line saying what it is and what loads it."""
+    library_name: ClassVar[str] = "vipkit"
+    """The library that loads the family's exports (a model card's ``library_name``)."""
+
+    def export(self, directory: Path, format: str, *, dtype: str, provenance: Mapping[str, Any]) -> str:
+        """Write the model as ``format`` (a key of ``export_formats``) into the empty folder ``directory``, in
+        ``dtype``, so that the format's own library loads it to the outputs this model gives; raise ``VipkitError``
+        when this model cannot be expressed in the format. ``provenance`` is what the saved model's manifest knows
+        of its making (``trained_scope``: the ``trainable_parameters`` scope its training changed, None when
+        nothing was trained; the key is absent when that is unknown). Returns how to load the export (Markdown, for
+        the model card)."""
+        raise VipkitError(f"model family {self.name!r} has no export formats")
+
+    @classmethod
+    def export_options(cls, directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """The Config options that load the export in ``directory`` (its ``vipkit_export.json`` is ``manifest``:
+        format, dtype, generation settings) as this family's model, for ``vipkit.load_model``."""
+        raise VipkitError(f"model family {cls.name!r} cannot load its exports")
+
+    def source_models(self) -> list[str]:
+        """Hub ids of the released weights this model was built from (a model card's ``base_model``); empty for a
+        preset or when unknown."""
+        return []
 
 
 # ---------------------------------------------------------------------------------------------

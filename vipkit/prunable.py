@@ -6,14 +6,22 @@ shape (motion modules, transformer blocks, ResBlocks of equal width). A block ma
 (``"input_blocks.1+output_blocks.10"``: an encoder block with the decoder block that consumes its skip):
 every path joined by ``+`` is replaced together. List entries are never deleted, because models zip their
 module lists (diffusers' down and up blocks do) and a shorter list would silently drop layers.
+
+Exports go the other way: a residual block whose parameters are all zero computes the identity too (its
+branch multiplies everything by zero and adds nothing), so a pruned model can be written as the *full*
+architecture with zeros where blocks were removed (``zero_filled_state``), which any loader of the full
+architecture computes exactly, and loaded back with those blocks removed again (``remove_zeroed``). Which
+kinds that holds for is the family's to say (``zero_identity_kinds``): an encoder block removed with the
+decoder block that consumes its skip is not residual, so it has no zero form.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from vipkit.errors import VipkitError
@@ -49,11 +57,19 @@ class PrunableModule:
     The stash is a plain dict, not registered submodules, so removed weights are neither counted,
     trained nor saved, and ``restore`` puts back the very same module objects, also into an ancestor
     that is itself removed. ``list_blocks`` is the family's: every block still present in the module.
+    ``zero_identity_kinds``: the block kinds that compute the identity when all their parameters are zero
+    (None: every kind), for exports of the full architecture.
     """
 
-    def __init__(self, module: nn.Module, list_blocks: Callable[[nn.Module], list[Block]]) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        list_blocks: Callable[[nn.Module], list[Block]],
+        zero_identity_kinds: Collection[str] | None = None,
+    ) -> None:
         self.module = module
         self.list_blocks = list_blocks
+        self.zero_identity_kinds = None if zero_identity_kinds is None else frozenset(zero_identity_kinds)
         self._stash: dict[str, dict[str, nn.Module | None]] = {}  # block -> {module path: original, None: not kept}
 
     @property
@@ -103,8 +119,63 @@ class PrunableModule:
         """A deep copy of the module and the stash together (a stashed block may live inside another)."""
         clone = PrunableModule.__new__(PrunableModule)
         clone.list_blocks = self.list_blocks
+        clone.zero_identity_kinds = self.zero_identity_kinds
         clone.module, clone._stash = copy.deepcopy((self.module, self._stash))
         return clone
+
+    # -- the full architecture with zeros (exports) -------------------------------------------
+    def _zero_is_identity(self, kind: str) -> bool:
+        return self.zero_identity_kinds is None or kind in self.zero_identity_kinds
+
+    def zero_filled_state(self, full: nn.Module) -> dict[str, torch.Tensor]:
+        """The state dict of ``full`` (this denoiser's unpruned architecture, built from the same config, any
+        device, ``meta`` too) holding this module's tensors, and zeros of this module's dtype for every tensor of
+        a removed block: the full architecture computing exactly what the pruned one does."""
+        kinds = {block.name: block.kind for block in self.list_blocks(full)}
+        inexpressible = [name for name in self.removed if not self._zero_is_identity(kinds.get(name, ""))]
+        if inexpressible:
+            raise VipkitError(
+                f"removed blocks {', '.join(inexpressible)} have no zero form (blocks of kind "
+                f"{', '.join(sorted({kinds.get(n, '?') for n in inexpressible}))} are not residual: zeroing them does not "
+                "make them the identity), so this model cannot be written as the full architecture"
+            )
+        own = self.module.state_dict()
+        dtype = next(iter(own.values())).dtype if own else torch.float32
+        prefixes = tuple(f"{path}." for path in self._removed_paths())
+        state, unexplained = {}, []
+        for key, tensor in full.state_dict().items():
+            if key in own:
+                if own[key].shape != tensor.shape:
+                    unexplained.append(f"{key} has shape {tuple(own[key].shape)}, the full model {tuple(tensor.shape)}")
+                state[key] = own[key]
+            elif key.startswith(prefixes):
+                state[key] = torch.zeros(tensor.shape, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+            else:
+                unexplained.append(f"{key} is missing")
+        unexplained += [f"{key} is not in the full model" for key in own.keys() - state.keys()]
+        if unexplained:
+            raise VipkitError(
+                f"the denoiser does not fit the full architecture it was built from: {'; '.join(unexplained[:3])}"
+                + (f" (and {len(unexplained) - 3} more)" if len(unexplained) > 3 else "")
+            )
+        return state
+
+    def remove_zeroed(self) -> list[str]:
+        """Remove, for good, every block of a zero-identity kind whose parameters are all zero (what an export
+        of the full architecture holds where blocks were removed), outermost first; returns their names."""
+        removed: list[str] = []
+        for block in self.blocks():  # outer blocks come before the blocks inside them
+            paths = block.name.split(PATH_JOIN)
+            inside_removed = any(path.startswith(f"{gone}.") for gone in self._removed_paths() for path in paths)
+            if inside_removed or not self._zero_is_identity(block.kind) or not block.params:
+                continue
+            if _all_zero([self.module.get_submodule(path) for path in paths]):
+                self.remove(block.name, keep_original=False)
+                removed.append(block.name)
+        return removed
+
+    def _removed_paths(self) -> list[str]:
+        return [path for name in self._stash for path in name.split(PATH_JOIN)]
 
     def _stashed(self, path: str) -> nn.Module | None:
         for originals in self._stash.values():
@@ -120,3 +191,9 @@ class PrunableModule:
             stashed = self._stashed(".".join(parents[:depth]))
             parent = stashed if stashed is not None else parent.get_submodule(part)
         return parent, attribute
+
+
+def _all_zero(modules: list[nn.Module]) -> bool:
+    """Whether every parameter is zero (one on the meta device has no values: not zero)."""
+    parameters = [parameter for module in modules for parameter in module.parameters()]
+    return not any(p.is_meta for p in parameters) and all(not p.any() for p in parameters)

@@ -11,12 +11,13 @@ What a bench matrix validates alike (reading, strict types, component tables) is
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vipkit.plugins import Plugins, load_plugins
 from vipkit.recipe_overrides import apply_overrides
@@ -88,6 +89,12 @@ class LoraSection(_Section):
     )
 
 
+TRACKERS = {  # train.log_with: the modules accelerate's tracker imports (any one will do), and how to install one
+    "tensorboard": (("tensorboard", "tensorboardX"), "pip install 'vipkit[tensorboard]'"),
+    "wandb": (("wandb",), "pip install wandb"),
+}
+
+
 class TrainSection(_Section):
     epochs: int = Field(2, ge=0, description="passes over each stage's pairs")
     batch_size: int = Field(1, ge=1, description="pairs per optimizer step, over all processes together")
@@ -135,6 +142,25 @@ class TrainSection(_Section):
         description="write a training checkpoint every this many optimizer steps (0: only when a stage's training ends)",
     )
     keep_checkpoints: int = Field(2, ge=2, description="complete training checkpoints kept, newest first")
+    log_with: Literal["tensorboard", "wandb"] | None = Field(
+        None,
+        exclude=True,  # watching a run changes nothing it computes: not in resolved.json nor the fingerprint
+        description="also log every training step to TensorBoard or Weights & Biases (accelerate's trackers, "
+        "files under RUN/trackers/) to follow a run live; metrics.jsonl holds every step either way. Not part of "
+        "the recipe's fingerprint: a run may resume with another choice",
+    )
+
+    @field_validator("log_with")
+    @classmethod
+    def _tracker_installed(cls, value: str | None) -> str | None:
+        """A tracker that is not installed fails here, before any work, not with a traceback mid-run."""
+        modules, command = TRACKERS.get(value, ((), ""))
+        if modules and not any(importlib.util.find_spec(module) for module in modules):
+            raise ValueError(
+                f"{value!r} is not installed in this environment; install it with `{command}`, or leave "
+                "train.log_with unset (metrics.jsonl and the report's curves.png hold every step either way)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _micro_batches_hold_pairs(self) -> TrainSection:

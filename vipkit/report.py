@@ -1,9 +1,12 @@
-"""results.json → a markdown report a person can read: one row per model state, one column per dimension."""
+"""results.json → a markdown report a person can read: one row per model state, one column per dimension; the
+curves plot beside it (`vipkit.curves`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+CURVES = "curves.png"  # the training curves and rewards per stage, beside report.md (vipkit.curves)
 
 
 def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -62,8 +65,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_report(results: dict[str, Any], path: Path) -> None:
+    """``report.md`` at ``path``, and beside it the plot ``curves.png`` of the metrics.jsonl there and ``results``."""
     from vipkit.atomic import write_text
+    from vipkit.curves import write_curves
 
+    write_curves(results, path.parent / "metrics.jsonl", path.parent / CURVES)
     header, rows = results_table(results)
     parts = [
         f"# vipkit run: {results['recipe']}",
@@ -86,6 +92,13 @@ def write_report(results: dict[str, Any], path: Path) -> None:
             if results["peak_gpu_gib"]
             else []
         ),
+        "## Curves",
+        "",
+        f"![training curves and rewards per stage]({CURVES})",
+        "",
+        "Every number of metrics.jsonl per optimizer step, the stages end to end (the step numbers of "
+        "`train.log_with`'s trackers), and every reward dimension per stage.",
+        "",
         "## Stages",
     ]
     for stage in results["stages"]:
@@ -97,7 +110,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
             f"- degraded dimensions: {', '.join(stage['degraded_dimensions']) or 'none'}; preference pairs: {stage['pairs']}",
             f"- training: {train['steps']} steps"
             + (f", loss {train['first_loss']:.4g} → {train['last_loss']:.4g}" if train["steps"] else ""),
-            f"- samples: `samples/stage-{stage['stage']:03d}-pruned.gif`, `samples/stage-{stage['stage']:03d}-distilled.gif`",
+            f"- samples: `samples/stage-{stage['stage']:03d}-pruned.gif`, `samples/stage-{stage['stage']:03d}-distilled.gif` (and an `.mp4` beside each)",
         ]
     parts += ["", f"Final model: `{results['final']['model']}` — load it with `vipkit.load(path)`.", ""]
     write_text(path, "\n".join(parts))

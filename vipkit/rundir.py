@@ -9,7 +9,7 @@ Layout::
     stages/stage-NNN.pairs/   pruning decision + preference pairs of a stage (written before training)
     stages/stage-NNN/    a finished stage: model/ + stage.json (written last)
     checkpoints/stage-NNN-step-XXXXXXXX/   training checkpoints inside a stage (vipkit.checkpoint)
-    samples/             GIFs for people to look at
+    samples/             NAME.gif + NAME.mp4 (H.264): evaluation videos side by side, to look at
     model/               the final compressed model      results.json, report.md
 """
 

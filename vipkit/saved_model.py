@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from vipkit.atomic import staged_directory, write_json
 from vipkit.errors import VipkitError
@@ -18,8 +19,10 @@ from vipkit.weights import check_weight_folder, file_digests, verify_digests
 MANIFEST = "vipkit_model.json"
 
 
-def save_model(model: VideoModel, directory: Path) -> None:
-    """Write ``model`` to ``directory`` atomically; the manifest is written last."""
+def save_model(model: VideoModel, directory: Path, provenance: dict[str, Any] | None = None) -> None:
+    """Write ``model`` to ``directory`` atomically; the manifest is written last. ``provenance``: what the run knows of
+    the model's making, for exports (``trained_scope``: the trainable scope its training changed, None when nothing
+    was trained; ``base_models``: the hub ids it was compressed from)."""
     from vipkit import __version__
 
     with staged_directory(directory) as staging:
@@ -32,6 +35,7 @@ def save_model(model: VideoModel, directory: Path) -> None:
                 "removed_blocks": model.removed_blocks,
                 "parameters": model.num_parameters(),
                 "files": file_digests(staging),
+                **({"provenance": provenance} if provenance is not None else {}),
             },
         )
 
@@ -59,9 +63,10 @@ def verify_saved_model(directory: Path) -> dict:
     return manifest
 
 
-def load_saved_model(directory: str | Path) -> VideoModel:
-    """Rebuild a model written by ``save_model`` with its family's ``load_saved``, after verifying its files."""
+def load_saved_model(directory: str | Path, **options: Any) -> VideoModel:
+    """Rebuild a model written by ``save_model`` with its family's ``load_saved``, after verifying its files;
+    ``options`` (e.g. ``device="cuda"``) go to the family's Config."""
     directory = Path(directory)
     family = verify_saved_model(directory).get("family")
     cls = load_plugins().registry("models").get(str(family))
-    return cls.load_saved(directory)
+    return cls.load_saved(directory, **options) if options else cls.load_saved(directory)

@@ -10,13 +10,16 @@ so a killed run continues bit-identically from the newest complete one.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vipkit import distributed, fsdp
 from vipkit.checkpoint import CheckpointStore, TrainingState
+from vipkit.curves import first_global_step, read_metrics
 from vipkit.errors import VipkitError
 from vipkit.faults import fault_point
 from vipkit.interfaces import DistillLoss, PairBatch, PairSet, VideoModel
@@ -264,6 +267,66 @@ def _compile_denoisers(student: VideoModel, teacher: VideoModel, runner: torch.n
     return teacher_module
 
 
+class _Trackers:
+    """``train.log_with`` through accelerate's trackers, on the main process only, into ``RUN/trackers/``.
+
+    Steps are global (``vipkit.curves``): the optimizer steps of the earlier stages in metrics.jsonl plus the
+    stage's step, so they keep increasing over stages and a resumed run logs a redone step under its old
+    number. TensorBoard's writer starts with ``purge_step`` at the step training (re)starts from, so the lines
+    a killed run logged from there on are dropped when read back: every step once. W&B continues one run per
+    run directory (its id is kept in ``RUN/trackers/wandb-run-id``) and keeps what it already has of a redone
+    step (the same numbers: a resume is bit-identical). Trackers are finished without
+    ``Accelerator.end_training``, which would also leave the process group every later stage needs.
+    """
+
+    PROJECT = "vipkit"  # TensorBoard: RUN/trackers/vipkit/; W&B: the project's name
+
+    def __init__(self, settings: TrainSection, run_dir: Path | None) -> None:
+        self.kind = settings.log_with if distributed.is_main() else None
+        if self.kind is not None and run_dir is None:
+            raise VipkitError("train.log_with needs the run directory: pass run_dir (or checkpoints) to train_on_pairs")
+        self.run_dir = run_dir
+        self.first = 0  # the global step of this stage's step 0
+        self.accelerator: Any = None
+
+    def accelerator_options(self) -> dict[str, Any]:
+        if self.kind is None:
+            return {}
+        return {"log_with": self.kind, "project_dir": str(self.run_dir / "trackers")}
+
+    @contextmanager
+    def open(self, accelerator: Any) -> Iterator[None]:
+        """Log through ``accelerator`` (made with ``accelerator_options``); finish its trackers on the way out."""
+        self.accelerator = accelerator
+        try:
+            yield
+        finally:
+            for tracker in accelerator.trackers:
+                tracker.finish()
+
+    def begin(self, stage: int, start: int) -> None:
+        """Start logging a stage whose training (re)starts at its step ``start``."""
+        if self.kind is None:
+            return
+        self.first = first_global_step(read_metrics(self.run_dir / "metrics.jsonl"), stage)
+        folder = self.run_dir / "trackers"
+        folder.mkdir(parents=True, exist_ok=True)
+        options: dict[str, Any] = {"tensorboard": {"purge_step": self.first + start}}
+        if self.kind == "wandb":
+            id_file = folder / "wandb-run-id"
+            if not id_file.exists():
+                id_file.write_text(uuid.uuid4().hex[:16], encoding="utf-8")
+            run_id = id_file.read_text(encoding="utf-8").strip()
+            options["wandb"] = {"dir": str(folder), "id": run_id, "resume": "allow", "name": self.run_dir.name}
+        self.accelerator.init_trackers(self.PROJECT, init_kwargs=options)
+
+    def log(self, stage: int, record: dict[str, Any]) -> None:
+        """One step's ``record`` (what metrics.jsonl gets) with its stage, at the step's global number."""
+        if self.kind is not None:
+            values = {"stage": stage, **{k: v for k, v in record.items() if k != "step"}}
+            self.accelerator.log(values, step=self.first + record["step"])
+
+
 def train_on_pairs(
     student: VideoModel,
     teacher: VideoModel,
@@ -276,22 +339,27 @@ def train_on_pairs(
     stage: int = 1,
     checkpoints: CheckpointStore | None = None,
     pairs_hash: str = "",
+    run_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train over ``settings.epochs`` shuffled passes; returns a summary of the losses seen.
 
     Every rank calls this with the same pairs. With ``checkpoints`` it resumes from the newest
     complete checkpoint of this stage and pairs, and writes one every ``checkpoint_every`` steps
-    and when training ends.
+    and when training ends. ``settings.log_with`` also sends what ``log`` gets to a tracker in
+    ``run_dir/trackers/`` (``run_dir``: by default the folder that holds the ``checkpoints`` folder).
     """
     import torch
     from accelerate import Accelerator
 
-    accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())  # bf16: own autocast below
+    trackers = _Trackers(settings, run_dir or (checkpoints.root.parent if checkpoints is not None else None))
+    accelerator = Accelerator(  # bf16: own autocast below
+        mixed_precision="no", cpu=not torch.cuda.is_available(), **trackers.accelerator_options()
+    )
     rank, world = distributed.rank(), distributed.world_size()
     batches_per_epoch = -(-len(pairs) // settings.batch_size)
     total = settings.epochs * batches_per_epoch
     torch.manual_seed(derive_seed(seed, "init"))  # LoRA init: the same on every rank
-    with _training_setup(student, teacher, settings, accelerator) as trainable:
+    with _training_setup(student, teacher, settings, accelerator) as trainable, trackers.open(accelerator):
         params = trainable.params
         device = params[0].device  # batches go where the trained weights are, so the loss is computed there
         dtype = trainable.compute_dtype
@@ -308,6 +376,7 @@ def train_on_pairs(
         resumed = checkpoints.newest(stage, pairs_hash) if checkpoints is not None else None
         if resumed is not None:
             start, history = _restore(resumed, student, params, optimizer, scheduler, rank)
+        trackers.begin(stage, start)
         conditioning = student.encode_prompts(pairs.prompts)
         for step in track(range(start, total), "distilling", total=total - start):
             epoch, position = divmod(step, batches_per_epoch)
@@ -332,8 +401,10 @@ def train_on_pairs(
                 ).to(device)
                 last = number == len(plan) - 1
                 sync = nullcontext() if last or trainable.ddp is None else accelerator.no_sync(trainable.ddp)
-                with sync:
-                    with autocast, _attention_kernels(device):
+                # backward inside the kernel choice too: gradient checkpointing recomputes the forward there, and a
+                # recomputation that picks another attention kernel fails torch's check of the saved tensors
+                with sync, _attention_kernels(device):
+                    with autocast:
                         outputs = [(item, item.loss.compute(student, teacher, batch)) for item in losses]
                     loss = sum(item.weight * output.loss.float() for item, output in outputs)
                     for item, output in outputs:
@@ -354,7 +425,9 @@ def train_on_pairs(
             history.append(step_loss)
             fault_point("train_step")
             if distributed.is_main():
-                log({"step": step, "epoch": epoch, "loss": step_loss, "lr": scheduler.get_last_lr()[0], **metrics})
+                record = {"step": step, "epoch": epoch, "loss": step_loss, "lr": scheduler.get_last_lr()[0], **metrics}
+                log(record)
+                trackers.log(stage, record)
             done = step + 1
             if checkpoints is not None and (
                 done == total or (settings.checkpoint_every and done % settings.checkpoint_every == 0)

@@ -7,17 +7,17 @@ torch and diffusers are imported inside methods: registering the family (``vipki
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 import vipkit
 from vipkit import VipkitError
 from vipkit.family_kit import DenoiserFamily, FamilyConfig
-from vipkit_animatediff.names import MOTION_MODULE, AttentionKernel
+from vipkit_animatediff.names import EXPORT_FORMATS, MOTION_MODULE, AttentionKernel
 
 if TYPE_CHECKING:
     import torch
@@ -240,3 +240,32 @@ class AnimateDiff(DenoiserFamily):
         from vipkit_animatediff.persistence import save_parts
 
         save_parts(Path(directory), self._parts, self._pipeline, self.generation_settings)
+
+    # -- exports ---------------------------------------------------------------------------
+    export_formats = EXPORT_FORMATS
+    library_name = "diffusers"
+
+    def export(self, directory: Path, format: str, *, dtype: str, provenance: Mapping[str, Any]) -> str:
+        import torch
+
+        from vipkit_animatediff.export import MOTION_ADAPTER, export_motion_adapter, export_pipeline
+
+        settings = {**self.generation_settings, "dtype": dtype}
+        if format == MOTION_ADAPTER:
+            return export_motion_adapter(self._parts, Path(directory), getattr(torch, dtype), settings, provenance)
+        return export_pipeline(self._parts, self._pipeline, Path(directory), getattr(torch, dtype), settings)
+
+    @classmethod
+    def export_options(cls, directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """A pipeline export is the ``base``; an adapter goes on the default SD-1.5 ``base`` (or the one you give)."""
+        from vipkit_animatediff.export import MOTION_ADAPTER
+
+        where = "motion_adapter" if manifest.get("format") == MOTION_ADAPTER else "base"
+        return {where: str(directory), "dtype": manifest.get("dtype", "float32")}
+
+    def source_models(self) -> list[str]:
+        from vipkit.model_source import is_local_path
+
+        if self.config.preset is not None:
+            return []
+        return [source for source in (self.config.base, self.config.motion_adapter) if not is_local_path(source)]

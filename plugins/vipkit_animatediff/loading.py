@@ -8,17 +8,20 @@ file by file first) and no remote code is ever run.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
-from diffusers import MotionAdapter, StableDiffusionPipeline
+from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipeline
 
 from vipkit import VipkitError
-from vipkit.model_source import ModelSource, model_source, resolve_device
+from vipkit.export import export_manifest
+from vipkit.model_source import ModelSource, hub_offline, is_local_path, model_source, resolve_device
 from vipkit.weights import check_weight_folder
+from vipkit_animatediff.blocks import prunable_unet
 from vipkit_animatediff.parts import ModelParts
 from vipkit_animatediff.persistence import is_saved_model, load_saved_parts
 from vipkit_animatediff.sd15 import REAL_SETTINGS, random_parts
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 SD_PIPELINE = "a Stable Diffusion 1.5 diffusers pipeline"
 ADAPTER = "an AnimateDiff MotionAdapter"
 SAVED_MODEL = "a compressed model saved by vipkit"
+ANIMATEDIFF_PIPELINE = "an AnimateDiff diffusers pipeline"
 
 T = TypeVar("T")
 
@@ -43,6 +47,13 @@ def load_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
     if is_saved_model(config.base):
         saved = model_source(config.base, "base", SAVED_MODEL)
         return _guarded(saved, SAVED_MODEL, lambda: load_saved_parts(Path(saved.source)))
+    parts = _pipeline_parts(config.base, dtype) if _is_animatediff_pipeline(config.base) else _sd_parts(config, dtype)
+    parts.unet.remove_zeroed()  # an export's removed blocks are zeros: removing them is exact and keeps the speed-up
+    return parts
+
+
+def _sd_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
+    """An SD-1.5 pipeline (``base``) with a motion adapter (``motion_adapter``), merged."""
     adapter_source, base_source = _sources(config)
     adapter = _guarded(
         adapter_source,
@@ -65,11 +76,63 @@ def load_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
     # with random weights, copy them in and cast it to the dtype it already has (a warning every load).
     components = {**sd.components, "motion_adapter": adapter, "scheduler": inference_scheduler(sd.scheduler.config)}
     try:
-        return preset_parts(components, REAL_SETTINGS)
+        return preset_parts(
+            components, _settings(Path(adapter_source.source)) if adapter_source.local else REAL_SETTINGS
+        )
     except Exception as exc:  # both loaded, but they do not fit together
         raise adapter_source.load_error(
             f"{ADAPTER} for this base", None, " ".join(f"{type(exc).__name__}: {exc}".split())
         ) from exc
+
+
+def _is_animatediff_pipeline(base: str) -> bool:
+    """Whether ``base`` is a whole AnimateDiff pipeline folder (``vipkit export --format diffusers`` writes one)
+    rather than an SD-1.5 one, by its model_index.json; offline, a hub id not in the cache is left to the SD-1.5
+    path, which lists every missing model at once."""
+    if is_local_path(base):
+        index: str | Path | None = Path(base).expanduser() / "model_index.json"
+    elif hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        index = try_to_load_from_cache(base, "model_index.json")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        source = model_source(base, "base", SD_PIPELINE)
+        index = _guarded(source, SD_PIPELINE, lambda: hf_hub_download(base, "model_index.json"))
+    if not isinstance(index, str | Path):
+        return False
+    try:
+        return json.loads(Path(index).read_text(encoding="utf-8")).get("_class_name") == AnimateDiffPipeline.__name__
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _pipeline_parts(base: str, dtype: torch.dtype) -> ModelParts:
+    """The parts of an AnimateDiff pipeline folder; its generation settings are the export's, else SD-1.5's."""
+    source = model_source(base, "base", ANIMATEDIFF_PIPELINE)
+    if source.local:
+        _guarded(source, ANIMATEDIFF_PIPELINE, partial(check_weight_folder, Path(source.source)))
+    source.require_available(ANIMATEDIFF_PIPELINE)
+    pipe = _guarded(
+        source,
+        ANIMATEDIFF_PIPELINE,
+        lambda: AnimateDiffPipeline.from_pretrained(source.source, dtype=dtype, use_safetensors=True),
+    )
+    return ModelParts(
+        unet=prunable_unet(pipe.unet),
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        scheduler=pipe.scheduler,
+        default_settings=_settings(Path(source.source)) if source.local else dict(REAL_SETTINGS),
+    )
+
+
+def _settings(folder: Path) -> dict[str, Any]:
+    """The generation settings a vipkit export recorded, else the real model's defaults."""
+    manifest = export_manifest(folder)
+    return dict(manifest["generation_settings"]) if manifest else dict(REAL_SETTINGS)
 
 
 def _sources(config: AnimateDiff.Config) -> tuple[ModelSource, ModelSource]:

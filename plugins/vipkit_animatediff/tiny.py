@@ -8,6 +8,7 @@ tests can write them in the hub layout and exercise the real loading path offlin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,6 +119,27 @@ def sd_components(sizes: SDSizes, seed: int = 0, device: torch.device | None = N
 def tiny_sd_components(seed: int = 0) -> dict[str, Any]:
     """The tiny preset's SD-1.5-layout pieces, on the CPU."""
     return sd_components(TINY_SIZES, seed)
+
+
+def write_hub_folders(directory: Path, sizes: SDSizes | None = None, seed: int = 0) -> dict[str, str]:
+    """Pieces of ``sizes`` (default the tiny preset's) as an SD-1.5 pipeline folder and a MotionAdapter folder (the
+    hub layout), for exercising the real loading path offline; returns the ``base`` and ``motion_adapter``
+    options naming them."""
+    from diffusers import StableDiffusionPipeline
+
+    parts = sd_components(sizes or TINY_SIZES, seed)
+    StableDiffusionPipeline(
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"],
+        tokenizer=parts["tokenizer"],
+        unet=parts["unet"],
+        scheduler=parts["scheduler"],
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(directory / "sd15")
+    parts["motion_adapter"].save_pretrained(directory / "adapter")
+    return {"base": str(directory / "sd15"), "motion_adapter": str(directory / "adapter")}
 
 
 def preset_parts(components: dict[str, Any], settings: dict[str, Any]) -> ModelParts:

@@ -21,6 +21,7 @@ from vipkit import Block
 from vipkit.prunable import PATH_JOIN, PassThrough, PrunableModule, parameter_count
 from vipkit_videocrafter2.attention import SpatialTransformer, TemporalTransformer
 from vipkit_videocrafter2.layers import ResBlock
+from vipkit_videocrafter2.names import ZERO_IDENTITY_KINDS
 from vipkit_videocrafter2.unet import VideoCrafterUNet
 
 
@@ -81,4 +82,4 @@ def list_blocks(unet: VideoCrafterUNet) -> list[Block]:
 
 def prunable_unet(unet: VideoCrafterUNet) -> PrunableModule:
     """``unet`` with its units (and safe encoder/decoder pairs, removed together) removable and restorable."""
-    return PrunableModule(unet, list_blocks)
+    return PrunableModule(unet, list_blocks, zero_identity_kinds=ZERO_IDENTITY_KINDS)

@@ -77,7 +77,9 @@ def unet_from_state(state: Mapping[str, Tensor], unet_config: Mapping[str, Any])
             "Pass the `unet_config.params` table of the YAML the checkpoint was trained with."
         )
     unet.load_state_dict(weights, strict=True, assign=True)
-    return prunable_unet(unet)
+    prunable = prunable_unet(unet)
+    prunable.remove_zeroed()  # units an export wrote as zeros (vipkit export --format official): exact, and faster
+    return prunable
 
 
 def parts_from_checkpoint(

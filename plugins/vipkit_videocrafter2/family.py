@@ -7,18 +7,18 @@ class and its Config.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 import vipkit
 from vipkit import VipkitError
 from vipkit.family_kit import DenoiserFamily, FamilyConfig
-from vipkit_videocrafter2.names import KINDS, NUM_TRAIN_TIMESTEPS
+from vipkit_videocrafter2.names import EXPORT_FORMATS, KINDS, NUM_TRAIN_TIMESTEPS
 
 if TYPE_CHECKING:
     import torch
@@ -233,3 +233,23 @@ class VideoCrafter2(DenoiserFamily):
         from vipkit_videocrafter2.persistence import save_parts
 
         save_parts(Path(directory), self._parts, self.generation_settings)
+
+    # -- exports ---------------------------------------------------------------------------
+    export_formats = EXPORT_FORMATS
+
+    def export(self, directory: Path, format: str, *, dtype: str, provenance: Mapping[str, Any]) -> str:
+        import torch
+
+        from vipkit_videocrafter2.export import export_official
+
+        return export_official(self._parts, Path(directory), getattr(torch, dtype))
+
+    @classmethod
+    def export_options(cls, directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        from vipkit_videocrafter2.export import WEIGHTS
+
+        raise VipkitError(
+            f"{directory} holds only a UNet in the official layout; vipkit loads it with the released checkpoint's VAE "
+            f"and text encoder after converting them together: python -m vipkit_videocrafter2.convert model.ckpt "
+            f"OUT_DIR --tokenizer TOKENIZER_DIR --unet {Path(directory) / WEIGHTS}, then load OUT_DIR"
+        )
