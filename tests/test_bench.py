@@ -95,7 +95,7 @@ BAD = [
     ),
     (
         matrix_text().replace('path = "pruned"', 'path = "nowhere"'),
-        ["models[1].path:", "is not a model saved by vipkit"],
+        ["models[1].path:", "is not a model saved or exported by vipkit"],
     ),
     (
         matrix_text().replace('path = "pruned"', 'path = "pruned"\nheight = 8'),
@@ -128,3 +128,30 @@ def test_a_bad_matrix_exits_2_and_writes_nothing(folder, tmp_path):
     result = run_vipkit("bench", "--matrix", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "models[1].path" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bench_row_may_be_an_export_and_scores_as_the_model_it_came_from(folder, tmp_path):
+    from vipkit.export import export_model
+
+    export_model(folder / "pruned", "diffusers", tmp_path / "exported")
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(
+        f"seed = 3\n[prompts]\neval = {json.dumps(PROMPTS)}\n"
+        f'[[models]]\nlabel = "pruned"\npath = "{folder / "pruned"}"\n'
+        '[[models]]\nlabel = "exported"\npath = "exported"\n'
+        '[reward]\nname = "clip"\npreset = "tiny"\n'
+    )
+    result = run_vipkit("bench", "--matrix", str(matrix), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    pruned, exported = json.loads((tmp_path / "out" / "bench.json").read_text())["models"]
+    assert exported["parameters"] == pruned["parameters"]  # the zeroed block removed again on loading
+    assert exported["scores"] == pytest.approx(pruned["scores"], abs=1e-6)
+    damaged = next((tmp_path / "out" / "models").glob("000-*.json"))
+    damaged.write_text('{"identity": ')  # a torn row: measured again, never a traceback
+    again = run_vipkit("bench", "--matrix", str(matrix), "--out", str(tmp_path / "out"))
+    assert again.returncode == 0 and f"{damaged} is damaged: measuring that model again" in again.stderr, again.stderr
+    assert json.loads((tmp_path / "out" / "bench.json").read_text())["models"][0]["scores"] == pruned["scores"]
+    card_export = export_model(folder / "pruned", "diffusers", tmp_path / "carded", bench=tmp_path / "out")
+    card = (tmp_path / "carded" / "README.md").read_text()
+    assert card_export["format"] == "diffusers" and "## Held-out benchmark (`vipkit bench`)" in card
+    assert f"| exported | {exported['parameters']:,} |" in card

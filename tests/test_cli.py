@@ -279,11 +279,23 @@ def test_a_finished_run_has_a_model_card_and_exports_as_a_diffusers_pipeline(tin
 
 
 def test_export_errors_are_one_paragraph_with_exit_code_2(tiny_run, tmp_path):
+    from vipkit.plugins import load_plugins
+    from vipkit.saved_model import save_model
+
     out, _ = tiny_run
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(out, unfinished, ignore=shutil.ignore_patterns("model", "results.json"))
+    family = load_plugins().registry("models").get("videocrafter2")
+    paired = family(family.Config(preset="tiny"))
+    paired.remove_block(paired.blocks_of(["encoder_decoder_pair"])[0].name)
+    save_model(paired, tmp_path / "paired", {"trained_scope": None})
     cases = [
+        (("export", str(unfinished), "--format", "diffusers", "--out", str(tmp_path / "c")), "has not finished"),
+        (("export", str(tmp_path / "paired"), "--format", "official", "--out", str(tmp_path / "d")), "no zero form"),
         (("export", str(out), "--format", "onnx", "--out", str(tmp_path / "a")), "--format 'onnx' is not a format"),
         (("export", str(tmp_path), "--format", "diffusers", "--out", str(tmp_path / "b")), "neither a vipkit run"),
-        (("export", str(out), "--format", "diffusers", "--out", str(out)), "exists and is not empty"),
+        (("export", str(out), "--format", "diffusers", "--out", str(unfinished)), "exists and is not empty"),
+        (("export", str(out), "--format", "diffusers", "--out", str(out), "--overwrite"), "would replace the model"),
     ]
     for args, message in cases:
         result = vipkit(*args)

@@ -300,6 +300,10 @@ def test_export_finds_the_model_and_refuses_what_it_cannot_write(motion_pruned, 
     with pytest.raises(VipkitError, match="exists and is not empty"):
         export_model(motion_pruned, "diffusers", tmp_path / "busy")
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+    for inside in (motion_pruned, motion_pruned.parent):  # --overwrite never replaces what is being exported
+        with pytest.raises(VipkitError, match="would replace the model being exported"):
+            export_model(motion_pruned, "diffusers", inside, overwrite=True)
+    assert find_model(motion_pruned).model == motion_pruned
     with pytest.raises(VipkitError, match="--dtype 'float64' is not one of"):
         export_model(motion_pruned, "diffusers", tmp_path / "y", dtype="float64")
 

@@ -15,7 +15,9 @@ ROOT = Path(__file__).parents[1]
 IN_TREE_COMPONENTS = {
     "vipkit_animatediff": {"models": ["animatediff"]},
     "vipkit_clip": {"rewards": ["clip"]},
+    "vipkit_cogvideox": {"models": ["cogvideox"]},
     "vipkit_losses": {"losses": ["redpo", "sft", "kd"]},
+    "vipkit_ltx": {"models": ["ltx-video"]},
     "vipkit_shapes": {"rewards": ["shapes"]},
     "vipkit_strategies": {
         "scorers": ["reward-drop", "param-count"],
@@ -25,6 +27,7 @@ IN_TREE_COMPONENTS = {
     "vipkit_vbench": {"rewards": ["vbench"]},
     "vipkit_videocrafter2": {"models": ["videocrafter2"]},
     "vipkit_videoscore": {"rewards": ["videoscore"]},
+    "vipkit_wan": {"models": ["wan"]},
 }
 REGISTER_AND_VALIDATE = """
 import json, sys
@@ -42,7 +45,7 @@ print(json.dumps({"errors": errors, "heavy": [name for name in ("torch", "diffus
 def test_in_tree_plugins_register_every_component():
     plugins = load_plugins()
     assert all(info.error is None for info in plugins.infos), [i.error for i in plugins.infos if i.error]
-    assert plugins.registry("models").names() == ["animatediff", "videocrafter2"]
+    assert plugins.registry("models").names() == ["animatediff", "cogvideox", "ltx-video", "videocrafter2", "wan"]
     assert "clip" in plugins.registry("rewards").names()
     assert {"redpo", "sft", "kd"} <= set(plugins.registry("losses").names())
     assert "reward-drop" in plugins.registry("scorers").names()
@@ -70,6 +73,16 @@ def test_vipkit_plugins_lists_every_in_tree_component():
 
 def test_the_test_session_loads_no_entry_point_plugin():
     assert all(info.source == "in-tree" for info in load_plugins().infos)
+
+
+def test_a_plugin_calling_sys_exit_at_import_is_reported_not_fatal(tmp_path, monkeypatch):
+    (tmp_path / "vipkit_exits_at_import.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins = discover_plugins((*DEFAULT_PLUGINS, "vipkit_exits_at_import"), include_entry_points=False)
+    broken = [info for info in plugins.infos if info.error]
+    assert [info.name for info in broken] == ["vipkit_exits_at_import"]
+    assert broken[0].error == "called sys.exit(3) while loading; a plugin must raise an exception instead"
+    assert "animatediff" in plugins.registry("models")  # the others still load
 
 
 def test_broken_plugin_is_reported_not_fatal():

@@ -109,6 +109,28 @@ def test_prompt_file_is_relative_to_recipe(tmp_path):
     assert load_recipe(tmp_path / "r.toml").prompts_train == ["first prompt", "second prompt"]
 
 
+def test_prompt_files_are_bounded_regular_files(tmp_path):
+    """/dev/zero once ran `validate` for minutes into 9 GB; a pipe would block for ever; a huge file is refused."""
+    import os
+    import time
+
+    from vipkit.validation import MAX_TEXT_BYTES
+
+    os.mkfifo(tmp_path / "pipe")
+    with open(tmp_path / "huge.txt", "wb") as f:
+        f.truncate(MAX_TEXT_BYTES + 1)  # sparse: no disk used
+    cases = {
+        "/dev/zero": "is not a regular file (a device, pipe or socket)",
+        str(tmp_path / "pipe"): "is not a regular file (a device, pipe or socket)",
+        str(tmp_path / "huge.txt"): "is larger than 16 MiB",
+    }
+    for path, message in cases.items():
+        started = time.perf_counter()
+        errors = errors_of(GOOD.replace('train = ["a", "b"]', f"train_file = {path!r}"))
+        assert time.perf_counter() - started < 5
+        assert len(errors) == 1 and errors[0].startswith("prompts.train_file:") and message in errors[0], errors
+
+
 def test_prompts_need_exactly_one_source():
     errors = errors_of(GOOD.replace('train = ["a", "b"]', 'train = ["a"]\ntrain_file = "x.txt"'))
     assert errors == ["prompts: set exactly one of `train` (a list) and `train_file` (a path)"]
@@ -164,3 +186,31 @@ def errors_of_overrides(overrides: list[str]) -> list[str]:
     with pytest.raises(RecipeError) as info:
         parse_recipe(GOOD, overrides=overrides)
     return info.value.errors
+
+
+def test_reward_timeout_is_validated_and_changes_no_fingerprint():
+    assert parse_recipe(GOOD).reward_timeout_s == 1800.0
+    longer = parse_recipe("reward_timeout_s = 7200\n" + GOOD)
+    assert longer.reward_timeout_s == 7200.0 and longer.fingerprint() == parse_recipe(GOOD).fingerprint()
+    assert errors_of("reward_timeout_s = 0\n" + GOOD) == ["reward_timeout_s: must be a number of seconds > 0, got 0"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "prompts.videos_per_prompt=1000000000",
+            "prompts.videos_per_prompt: Input should be less than or equal to 1000",
+        ),
+        (
+            "model.num_inference_steps=1000000000",
+            "model.num_inference_steps: Input should be less than or equal to 1000",
+        ),
+        ("model.height=800000", "model.height: Input should be less than or equal to 4096"),
+        ("model.num_frames=100000", "model.num_frames: Input should be less than or equal to 1024"),
+    ],
+)
+def test_sizes_that_would_exhaust_memory_or_time_are_refused_at_validation(override, expected):
+    """Each once passed `validate` and then crashed with a traceback or ran out of memory in the run."""
+    errors = errors_of_overrides([override])
+    assert len(errors) == 1 and errors[0].startswith(expected), errors

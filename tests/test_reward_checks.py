@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+
 import pytest
 import torch
 
@@ -39,6 +43,10 @@ class Brightness(vipkit.RewardModel):
             return [scores]
         elif self.broken == "raises":
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        elif self.broken == "exits":
+            sys.exit(4)
+        elif self.broken == "hangs":
+            threading.Event().wait()  # blocks for ever, as a deadlocked plugin does
         return scores
 
 
@@ -91,3 +99,25 @@ def test_a_reward_raising_vipkit_error_keeps_its_message_and_gains_its_name():
 
     with pytest.raises(VipkitError, match=r"^reward 'brightness' \(plugin p\): model folder /x is gone$"):
         CheckedReward(Picky(), source="p").score(sample_videos(batch=1), PROMPTS[:1])
+
+
+def test_a_reward_that_hangs_stops_at_its_time_limit_and_the_timer_is_gone_after():
+    reward = Brightness()
+    reward.broken = "hangs"
+    started = time.perf_counter()
+    with pytest.raises(VipkitError) as info:
+        CheckedReward(reward, source="test-plugin", timeout_s=0.5).score(sample_videos(batch=3), PROMPTS)
+    assert 0.5 <= time.perf_counter() - started < 5
+    assert str(info.value).startswith(
+        "reward 'brightness' (plugin test-plugin) did not return within 0.5 s while scoring 3 videos (first prompt "
+        "'a red square moving left'), so the run stopped"
+    )
+    assert "raise reward_timeout_s" in str(info.value)
+    reward.broken = ""
+    CheckedReward(reward, source="test-plugin", timeout_s=0.2).score(sample_videos(batch=3), PROMPTS)
+    time.sleep(0.4)  # a call that returned in time leaves no timer behind to fire later
+
+
+def test_a_reward_calling_sys_exit_is_an_error_not_the_end_of_the_run():
+    with pytest.raises(RewardOutputError, match=r"called sys.exit\(4\) while scoring 3 videos"):
+        checked("exits").score(sample_videos(batch=3), PROMPTS)

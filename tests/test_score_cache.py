@@ -73,6 +73,23 @@ def test_cached_scores_equal_fresh_scores_bit_for_bit_and_are_computed_once(tmp_
     assert json.loads((tmp_path / cached.key / "reward.json").read_text())["config"] == {"gain": 1.0}
 
 
+def test_a_damaged_cache_entry_is_scored_again(tmp_path):
+    videos = sample_videos(3)
+    expected = CachedReward(Counting(), tmp_path).score(videos, PROMPTS)
+    entries = sorted(
+        p for p in (tmp_path / CachedReward(Counting(), tmp_path).key).glob("*.json") if p.name != "reward.json"
+    )
+    entries[0].write_text('{"scores": {"brightness": [')  # torn
+    entries[1].write_text('{"scores": {}, "dtypes": {}}')  # a dimension missing
+    Counting.scored.clear()
+    cached = CachedReward(Counting(), tmp_path)
+    again = cached.score(videos, PROMPTS)
+    assert (cached.misses, cached.hits) == (2, 1) and len(Counting.scored) == 2
+    for dim in Counting.dimensions:
+        assert torch.equal(again[dim], expected[dim])
+    assert json.loads(entries[0].read_text())["scores"]  # rewritten whole
+
+
 def test_other_config_other_prompt_or_changed_pixel_misses(tmp_path):
     videos = sample_videos(2)
     CachedReward(Counting(), tmp_path).score(videos, PROMPTS[:2])

@@ -32,6 +32,20 @@ FORMAT = 2  # 2: videos scored on the 8-bit grid, seconds per video timed after 
 SAMPLE_VIDEOS = 4
 
 
+def _stored_row(path: Path, log: Log) -> dict[str, Any] | None:
+    """A row an earlier bench stored; a damaged one (a torn write, an edit) is measured again, not a traceback."""
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(stored, dict) and isinstance(stored.get("row"), dict):
+            return stored
+    except (OSError, ValueError):
+        pass
+    log(f"{path} is damaged: measuring that model again")
+    return None
+
+
 def run_bench(matrix: BenchMatrix, out: Path, log: Log) -> dict[str, Any]:
     """Render and score every model of ``matrix`` into ``out`` (reusing rows stored there); returns ``bench.json``."""
     if out.exists() and not out.is_dir():
@@ -43,14 +57,15 @@ def run_bench(matrix: BenchMatrix, out: Path, log: Log) -> dict[str, Any]:
     for sub in ("models", "samples", "cache/scores"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plugins = load_plugins()
-    reward = reward_stack(matrix.reward.build(plugins), plugins, out / "cache" / "scores")
+    reward = reward_stack(matrix.reward.build(plugins), plugins, out / "cache" / "scores", matrix.reward_timeout_s)
     objective = Objective(dict(matrix.objective.weights))
     seeds = video_seeds(matrix.seed, "eval", len(matrix.prompts))
     rows = []
     for index, model in enumerate(matrix.models):
         stored = out / "models" / f"{index:03d}-{_slug(model.label)}.json"
         identity = {"format": FORMAT, "seed": matrix.seed, "prompts": matrix.prompts, **model.identity()}
-        if stored.exists() and (old := json.loads(stored.read_text(encoding="utf-8")))["identity"] == identity:
+        old = _stored_row(stored, log)
+        if old is not None and old.get("identity") == identity:
             rows.append(_rescored(old["row"], objective))
             log(f"{model.label}: reusing its stored videos' scores ({stored})")
             continue

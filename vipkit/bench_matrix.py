@@ -16,14 +16,23 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vipkit.errors import VipkitError
+from vipkit.export import EXPORT_MANIFEST
 from vipkit.interfaces import VideoModel
 from vipkit.plugins import Plugins, load_plugins
 from vipkit.recipe import ObjectiveSection
-from vipkit.saved_model import MANIFEST, load_saved_model
-from vipkit.validation import CombinedRewardSpec, ComponentSpec, ProblemsError, TomlValidator, parse_toml, read_text
+from vipkit.saved_model import MANIFEST
+from vipkit.validation import (
+    DEFAULT_REWARD_TIMEOUT_S,
+    CombinedRewardSpec,
+    ComponentSpec,
+    ProblemsError,
+    TomlValidator,
+    parse_toml,
+    read_text,
+)
 from vipkit.weights import file_sha256
 
-_TOP_LEVEL = {"seed", "description", "prompts", "models", "reward", "rewards", "objective"}
+_TOP_LEVEL = {"seed", "description", "reward_timeout_s", "prompts", "models", "reward", "rewards", "objective"}
 
 
 class MatrixError(ProblemsError):
@@ -60,13 +69,16 @@ class BenchModel:
         if self.spec is not None:
             return {"model": self.spec.dump()}
         assert self.path is not None
-        return {"path": str(self.path), "manifest_sha256": file_sha256(self.path / MANIFEST)}
+        manifest = self.path / (MANIFEST if (self.path / MANIFEST).is_file() else EXPORT_MANIFEST)
+        return {"path": str(self.path), "manifest_sha256": file_sha256(manifest)}
 
     def build(self, plugins: Plugins) -> VideoModel:
         if self.spec is not None:
             return self.spec.build(plugins)
         assert self.path is not None
-        return load_saved_model(self.path)
+        from vipkit import load_model
+
+        return load_model(self.path)  # a saved model, or an export (its zeroed blocks removed again)
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,7 @@ class BenchMatrix:
     models: list[BenchModel]
     reward: ComponentSpec | CombinedRewardSpec
     objective: ObjectiveSection
+    reward_timeout_s: float = DEFAULT_REWARD_TIMEOUT_S
 
 
 class _MatrixValidator(TomlValidator):
@@ -110,9 +123,10 @@ class _MatrixValidator(TomlValidator):
                 self.errors.append(
                     f"{key}: a saved model (`path`) takes no other options, got {', '.join(sorted(options))}"
                 )
-            elif not (self.base_dir / path / MANIFEST).is_file():
+            elif not any((self.base_dir / path / name).is_file() for name in (MANIFEST, EXPORT_MANIFEST)):
                 self.errors.append(
-                    f"{key}.path: {self.base_dir / path} is not a model saved by vipkit (no {MANIFEST}); point at RUN/model or RUN/stages/stage-NNN/model"
+                    f"{key}.path: {self.base_dir / path} is not a model saved or exported by vipkit (no {MANIFEST} or "
+                    f"{EXPORT_MANIFEST}); point at RUN/model, RUN/stages/stage-NNN/model or a `vipkit export` folder"
                 )
             else:
                 found.append(BenchModel(label, path=self.base_dir / path))
@@ -124,7 +138,7 @@ class _MatrixValidator(TomlValidator):
 
     def matrix(self, source: str) -> BenchMatrix:
         self.top_level(_TOP_LEVEL)
-        seed = self.seed()
+        seed, reward_timeout_s = self.seed(), self.reward_timeout()
         models, prompts, reward = self.models(), self.prompts(), self.reward()
         objective = self.section("objective", ObjectiveSection)
         if objective is not None and reward is not None:
@@ -132,7 +146,7 @@ class _MatrixValidator(TomlValidator):
         if self.errors:
             raise MatrixError(source, self.errors)
         assert reward is not None and objective is not None
-        return BenchMatrix(source, seed, prompts, models, reward, objective)
+        return BenchMatrix(source, seed, prompts, models, reward, objective, reward_timeout_s)
 
 
 def load_matrix(path: str | Path, plugins: Plugins | None = None) -> BenchMatrix:

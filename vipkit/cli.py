@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import signal
+import traceback
 import warnings
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -22,12 +25,91 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-USER_ERROR = 2
+USER_ERROR = 2  # bad input or environment (a recipe, a file, a full or read-only disk, a busy run folder)
+INTERNAL_ERROR = 1  # a bug in vipkit or a plugin: reported as one paragraph, the traceback with --debug
+INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as shells report it
+_debug = False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the process is, exactly like Ctrl-C's KeyboardInterrupt: the same clean stop."""
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated
 
 
 def _fail(message: str, code: int = USER_ERROR) -> typer.Exit:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # messages hold [tables]
     return typer.Exit(code)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="VIPKIT_DEBUG",
+            help="on a failure, print the traceback above the one-paragraph message (also VIPKIT_DEBUG=1)",
+        ),
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+@contextmanager
+def _reported(kept: Callable[[], str] | None = None, again: str = "run the same command again") -> Iterator[None]:
+    """Every failure of a command as one paragraph and an exit code, never a bare traceback.
+
+    ``kept()`` says what the output folder keeps (asked only after a failure); ``again`` what re-running does.
+    Bad input and environment (``VipkitError``, a file-system error) exit 2; Ctrl-C and SIGTERM stop cleanly with
+    130 and 143; anything else is a bug: exit 1, with where it was raised.
+    """
+    from vipkit.errors import VipkitError
+    from vipkit.failures import advice, describe, os_error_of, raised_at
+
+    def keeps() -> str:
+        try:
+            return f" {kept().rstrip('.')}." if kept else ""
+        except Exception:  # noqa: BLE001 (the folder may be unreadable: the message still goes out)
+            return ""
+
+    try:
+        yield
+    except (click.exceptions.Exit, click.ClickException, click.Abort):
+        raise
+    except KeyboardInterrupt as exc:
+        if _debug:
+            traceback.print_exc()
+        name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C (SIGINT)"
+        console.print(
+            escape(f"interrupted by {name}: stopped cleanly.{keeps()} {again[:1].upper()}{again[1:]}."),
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(INTERRUPTED[signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT]) from None
+    except Exception as exc:
+        if _debug:
+            traceback.print_exc()
+        if isinstance(exc, VipkitError):
+            raise _fail(str(exc)) from None
+        if (os_error := os_error_of(exc)) is not None:
+            fix = advice(os_error)
+            raise _fail(f"{describe(os_error)}.{keeps()} {fix[:1].upper()}{fix[1:]}, then {again}.") from None
+        raise _fail(
+            f"internal error: {type(exc).__name__}: {_one_line(exc)} (raised at {raised_at(exc)}). "
+            f"This is a bug in vipkit or in a plugin it loaded: please report it with the command and this message; "
+            f"run again with --debug (or VIPKIT_DEBUG=1) to see the traceback.{keeps()}",
+            INTERNAL_ERROR,
+        ) from None
+
+
+def _one_line(exc: BaseException, limit: int = 500) -> str:
+    text = " ".join(str(exc).split()).rstrip(".") or "no message"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _plan_table(recipe) -> Table:  # noqa: ANN001 (Recipe, imported lazily)
@@ -94,7 +176,7 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="recipe or bench matrix files to check")],
     overrides: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
-    """Check recipes and bench matrices (files with [[models]]) without loading any model; every problem is listed with its key."""
+    """Check recipes and bench matrices (files with \\[\\[models]]) without loading any model; every problem is listed with its key."""
     from vipkit.bench_matrix import is_matrix, load_matrix
     from vipkit.errors import VipkitError
     from vipkit.recipe import load_recipe
@@ -102,17 +184,19 @@ def validate(
     failed = 0
     for path in files:
         try:
-            if not is_matrix(path):
-                load_recipe(path, overrides=overrides or ())
-                console.print(f"[green]ok[/] {path}", soft_wrap=True)
-            elif overrides:
-                raise VipkitError(f"{path} is a bench matrix: --set changes recipes only; edit the matrix instead")
-            else:
-                load_matrix(path)
-                console.print(f"[green]ok[/] {path} (bench matrix)", soft_wrap=True)
-        except VipkitError as exc:
+            with _reported():
+                if not is_matrix(path):
+                    load_recipe(path, overrides=overrides or ())
+                    console.print(f"[green]ok[/] {path}", soft_wrap=True)
+                elif overrides:
+                    raise VipkitError(f"{path} is a bench matrix: --set changes recipes only; edit the matrix instead")
+                else:
+                    load_matrix(path)
+                    console.print(f"[green]ok[/] {path} (bench matrix)", soft_wrap=True)
+        except typer.Exit as exc:
+            if exc.exit_code != USER_ERROR:
+                raise
             failed += 1
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(USER_ERROR)
 
@@ -127,17 +211,22 @@ def compress(
     overrides: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
     """Run a recipe: prune, curate pairs, distil, per stage. Re-run on the same --out (and --set) to resume."""
-    from vipkit.errors import VipkitError
+    out = out or Path("runs") / recipe.stem
+
+    def kept() -> str:
+        from vipkit.rundir import RunDirectory
+
+        return RunDirectory(out).kept()
+
+    with _reported(None if dry_run else kept, "run the same command again to resume"):
+        _compress(recipe, out, dry_run, overrides or [])
+
+
+def _compress(recipe: Path, out: Path, dry_run: bool, overrides: list[str]) -> None:
+    from vipkit.distributed import launched_as_main
     from vipkit.recipe import load_recipe
 
-    overrides = overrides or []
-    try:
-        resolved = load_recipe(recipe, overrides=overrides)
-    except VipkitError as exc:
-        raise _fail(str(exc)) from None
-    out = out or Path("runs") / recipe.stem
-    from vipkit.distributed import launched_as_main
-
+    resolved = load_recipe(recipe, overrides=overrides)
     main = launched_as_main()  # under torchrun / accelerate launch, rank 0 speaks for the run
     if main:
         console.print(_plan_table(resolved))
@@ -145,10 +234,7 @@ def compress(
         from vipkit.engine import prepare
         from vipkit.plugins import load_plugins
 
-        try:
-            parts = prepare(resolved, load_plugins(), log=lambda line: console.print(line, highlight=False))
-        except VipkitError as exc:
-            raise _fail(str(exc)) from None
+        parts = prepare(resolved, load_plugins(), log=lambda line: console.print(line, highlight=False))
         candidates, kinds = parts.plan.candidates, parts.plan.block_kinds
         console.print(
             f"model: {parts.teacher.num_parameters():,} denoiser parameters, {len(candidates)} prunable blocks of kinds "
@@ -172,19 +258,12 @@ def compress(
     from vipkit.engine import compress as run_compress
     from vipkit.report import markdown_table, results_table
 
-    try:
-        with progress.display() if main else nullcontext() as bars:
-            log = (
-                (lambda line: bars.console.print(line, highlight=False, soft_wrap=True))
-                if main
-                else (lambda line: None)
-            )
-            given = "".join(f"# applied on the command line: --set {item}\n" for item in overrides) + recipe.read_text(
-                encoding="utf-8"
-            )
-            results = run_compress(resolved, given, out, log=log)
-    except VipkitError as exc:
-        raise _fail(str(exc)) from None
+    with progress.display() if main else nullcontext() as bars:
+        log = (lambda line: bars.console.print(line, highlight=False, soft_wrap=True)) if main else (lambda line: None)
+        given = "".join(f"# applied on the command line: --set {item}\n" for item in overrides) + recipe.read_text(
+            encoding="utf-8"
+        )
+        results = run_compress(resolved, given, out, log=log)
     distributed.finish()
     if not main:
         return
@@ -212,23 +291,43 @@ def bench(
     from vipkit import progress
     from vipkit.bench import bench_table, run_bench
     from vipkit.bench_matrix import load_matrix
-    from vipkit.errors import VipkitError
     from vipkit.report import markdown_table
 
     out = out or Path("runs") / f"bench-{matrix.stem}"
-    try:
+
+    def kept() -> str:
+        measured = len(list((out / "models").glob("*.json"))) if (out / "models").is_dir() else 0
+        if not measured:
+            return f"No model was measured in {out} yet"
+        return f"Kept in {out}: the scores of the {measured} model(s) measured so far (models/), each file whole"
+
+    with _reported(kept, "run the same command again: it reuses the models already measured"):
         resolved = load_matrix(matrix)
-        with progress.display() as bars:
+        with _bench_lock(out), progress.display() as bars:
             results = run_bench(
                 resolved, out, log=lambda line: bars.console.print(line, highlight=False, soft_wrap=True)
             )
-    except VipkitError as exc:
-        raise _fail(str(exc)) from None
     print(markdown_table(*bench_table(results)))
     console.print(
         f"[green]done[/]: table in {out / 'bench.md'}, plot in {out / 'bench.svg'}, scores in {out / 'bench.json'}",
         soft_wrap=True,
     )
+
+
+@contextmanager
+def _bench_lock(out: Path) -> Iterator[None]:
+    """Hold the bench folder's lock (one ``vipkit bench`` per folder); a folder that is no bench is left untouched,
+    for ``run_bench`` to refuse with its own message."""
+    from vipkit.run_lock import LOCK_NAME, FolderLock
+
+    if out.exists() and (
+        not out.is_dir() or (any(p.name != LOCK_NAME for p in out.iterdir()) and not (out / "models").is_dir())
+    ):
+        yield
+        return
+    with FolderLock.acquire(out, "bench"):
+        (out / "models").mkdir(exist_ok=True)  # what run_bench makes first: a folder with only the lock is no bench
+        yield
 
 
 @app.command()
@@ -258,14 +357,13 @@ def export(
 ) -> None:
     """Write a compressed model in a format other tools load (diffusers, a motion adapter, the official checkpoint
     layout), with a model card (README.md) and samples; removed blocks are written as exact zeros."""
-    from vipkit.errors import VipkitError
     from vipkit.export import export_model
 
-    try:
-        with console.status(f"exporting {source} as {format}"):
-            record = export_model(source, format, out, dtype=dtype, bench=bench, overwrite=overwrite)
-    except VipkitError as exc:
-        raise _fail(str(exc)) from None
+    def kept() -> str:
+        return f"Nothing half-written is left in {out}: an export appears by one rename once it is whole"
+
+    with _reported(kept), console.status(f"exporting {source} as {format}"):
+        record = export_model(source, format, out, dtype=dtype, bench=bench, overwrite=overwrite)
     zeroed = len(record["zeroed_blocks"])
     console.print(
         f"[green]done[/]: {record['family']} model as {format} ({record['dtype']}) in {out}"
@@ -280,7 +378,8 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] 
     """List every plugin with its source, version and components; broken plugins show their error."""
     from vipkit.plugins import load_plugins
 
-    infos = load_plugins().infos
+    with _reported():
+        infos = load_plugins().infos
     if as_json:
         print(json.dumps([info.__dict__ for info in infos], indent=2))
         return
@@ -308,8 +407,7 @@ def main() -> None:
     warnings.filterwarnings(
         "ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning
     )
-    try:
-        app()
-    except KeyboardInterrupt:
-        console.print("interrupted: finished stages are kept; re-run the same command to resume")
-        sys.exit(130)
+    # SIGTERM (kill, a scheduler, torchrun stopping its workers) stops like Ctrl-C, on every rank: each command's
+    # _reported turns it into the same clean stop and message, exit code 143 (Ctrl-C: 130)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    app()

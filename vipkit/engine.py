@@ -22,6 +22,7 @@ from vipkit.atomic import staged_directory, write_json
 from vipkit.checkpoint import CheckpointStore
 from vipkit.errors import VipkitError
 from vipkit.export import write_model_card
+from vipkit.failures import advice, describe
 from vipkit.faults import fault_point
 from vipkit.generation_cache import GenerationCache
 from vipkit.interfaces import (
@@ -46,6 +47,7 @@ from vipkit.provenance import run_provenance
 from vipkit.recipe import Recipe
 from vipkit.report import write_report
 from vipkit.reward_stack import reward_stack
+from vipkit.run_lock import FolderLock
 from vipkit.rundir import RunDirectory
 from vipkit.saved_model import load_saved_model, save_model
 from vipkit.score_cache import cache_summary
@@ -397,22 +399,44 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
             f"running on {world} processes: videos and scores are split over them; training: "
             + describe_split(recipe.train.batch_size, recipe.train.gradient_accumulation_steps, world)
         )
-    times = PhaseTimes()
-    with times.phase("load"):
-        parts = prepare(recipe, plugins, log)
-    run, problem = RunDirectory(out), None
+    # the folder first, before minutes of building models: a wrong --out or a busy one fails at once; the main
+    # process holds the run folder's lock until the run ends (vipkit.run_lock)
+    lock, problem = None, None
     if distributed.is_main():
         try:
-            run = RunDirectory.open(out, recipe, recipe_text, plugins)
+            RunDirectory.check(out, recipe)
+            lock = FolderLock.acquire(out)
+            RunDirectory.check(out, recipe)  # again, holding the lock: another process may have started it meanwhile
         except VipkitError as exc:
             problem = str(exc)
+        except OSError as exc:
+            problem = f"cannot use {out} as the run folder: {describe(exc)}; {advice(exc)}. Nothing was written."
+        if problem is not None and lock is not None:
+            lock.release()
     problem = distributed.broadcast(problem)
     if problem is not None:
         raise VipkitError(problem)
-    parts.reward = reward_stack(parts.reward, plugins, run.score_cache)  # a resumed run rescores nothing
-    results = Compression(recipe, run, parts, log, times).run_all()
-    log(f"rewards: {cache_summary(parts.reward)}")
-    return results
+    try:
+        times = PhaseTimes()
+        with times.phase("load"):
+            parts = prepare(recipe, plugins, log)
+        run, problem = RunDirectory(out), None
+        if distributed.is_main():
+            try:
+                run = RunDirectory.open(out, recipe, recipe_text, plugins)
+            except VipkitError as exc:
+                problem = str(exc)
+        problem = distributed.broadcast(problem)
+        if problem is not None:
+            raise VipkitError(problem)
+        # cached per run folder (a resume rescores nothing), each call limited to reward_timeout_s
+        parts.reward = reward_stack(parts.reward, plugins, run.score_cache, recipe.reward_timeout_s)
+        results = Compression(recipe, run, parts, log, times).run_all()
+        log(f"rewards: {cache_summary(parts.reward)}")
+        return results
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def prepare(recipe: Recipe, plugins: Plugins, log: Log) -> BuiltRecipe:

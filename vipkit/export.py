@@ -36,6 +36,10 @@ def export_manifest(folder: Path) -> dict[str, Any] | None:
         raise VipkitError(f"cannot read {path}: {exc}") from None
     if not isinstance(manifest, dict):
         raise VipkitError(f"{path} is corrupt: it holds a JSON {type(manifest).__name__}, not an object")
+    if "files" in manifest:  # every name inside the folder, checked wherever the manifest is read
+        from vipkit.weights import check_manifest_files
+
+        check_manifest_files(path.parent, manifest["files"], EXPORT_MANIFEST)
     return manifest
 
 
@@ -117,6 +121,12 @@ def export_model(
     if dtype is not None and dtype not in DTYPES:
         raise VipkitError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     out = Path(out).expanduser()
+    protected = [origin.model, *([origin.run] if origin.run else [])]
+    if any(out.resolve() == p.resolve() or p.resolve().is_relative_to(out.resolve()) for p in protected):
+        raise VipkitError(
+            f"--out {out} would replace the model being exported (or the run holding it); choose a folder outside "
+            f"{origin.run or origin.model}"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise VipkitError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite")
     bench_results = _bench_results(bench) if bench is not None else None
@@ -166,10 +176,12 @@ def load_export(folder: Path, manifest: dict[str, Any], **options: Any) -> Video
     """A model from a folder ``export`` wrote, through its family's options for that format (the zeroed blocks are
     removed again on loading, which keeps the speed-up); ``options`` go over them."""
     from vipkit.plugins import load_plugins
-    from vipkit.weights import verify_digests
+    from vipkit.weights import check_manifest_files, refuse_pickle_files, verify_digests
 
-    if isinstance(manifest.get("files"), dict):
-        verify_digests(folder, manifest["files"])
+    files = check_manifest_files(folder, manifest["files"], EXPORT_MANIFEST) if "files" in manifest else None
+    refuse_pickle_files(folder)  # an export holds safetensors only: a pickle file in it is foreign
+    if files is not None:
+        verify_digests(folder, files, EXPORT_MANIFEST)
     cls = load_plugins().registry("models").get(str(manifest.get("family")))
     return cls(cls.Config(**{**cls.export_options(folder, manifest), **options}))
 

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from vipkit.prunable import PrunableModule
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+MAX_SIDE = 4096
+"""The largest video height or width a Config takes: far above any video model's, far below what exhausts memory."""
+MAX_FRAMES = 1024
+"""The most frames per video a Config takes."""
 
 
 class FamilyConfig(Config):
@@ -37,12 +41,14 @@ class FamilyConfig(Config):
 
     preset_seed: int = Field(0, ge=0, description="Seed of the preset's random weights (same seed, same weights).")
     height: int | None = Field(
-        None, gt=0, description="Video height in pixels, a multiple of 8; None: the model's default."
+        None, gt=0, le=MAX_SIDE, description="Video height in pixels, a multiple of 8; None: the model's default."
     )
     width: int | None = Field(
-        None, gt=0, description="Video width in pixels, a multiple of 8; None: the model's default."
+        None, gt=0, le=MAX_SIDE, description="Video width in pixels, a multiple of 8; None: the model's default."
     )
-    num_frames: int | None = Field(None, gt=0, description="Frames per video; None: the model's default.")
+    num_frames: int | None = Field(
+        None, gt=0, le=MAX_FRAMES, description="Frames per video; None: the model's default."
+    )
     negative_prompt: str = Field("", description="Prompt of the unconditional branch of classifier-free guidance.")
     dtype: Dtype = Field("float32", description="Weights and compute dtype of the denoiser and the frozen parts.")
     device: str = Field(

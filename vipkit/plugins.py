@@ -24,12 +24,15 @@ from vipkit.registry import Registry
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "vipkit_animatediff",
     "vipkit_clip",
+    "vipkit_cogvideox",
     "vipkit_losses",
+    "vipkit_ltx",
     "vipkit_shapes",
     "vipkit_strategies",
     "vipkit_vbench",
     "vipkit_videocrafter2",
     "vipkit_videoscore",
+    "vipkit_wan",
 )
 ENTRY_POINT_GROUP = "vipkit"
 ALLOWLIST_ENV = "VIPKIT_PLUGINS"
@@ -149,4 +152,6 @@ def discover_plugins(module_names: tuple[str, ...], include_entry_points: bool) 
             _register_plugin(pm, info, module, registries)
         except Exception as exc:  # a broken plugin is reported, never fatal
             info.error = _short_error(exc)
+        except SystemExit as exc:  # nor one that exits while loading: vipkit plugins / validate must still answer
+            info.error = f"called sys.exit({exc.code!r}) while loading; a plugin must raise an exception instead"
     return Plugins(pm, registries, infos)

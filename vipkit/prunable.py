@@ -1,9 +1,9 @@
 """Exact block removal for any torch denoiser: a pass-through stand-in, the removed modules kept aside, restore.
 
 A model family lists its prunable blocks (``Block`` names are dotted module paths); removing one puts a
-``PassThrough`` in its place, which is the exact removal when the block is residual or keeps its input's
-shape (motion modules, transformer blocks, ResBlocks of equal width). A block may span several modules
-(``"input_blocks.1+output_blocks.10"``: an encoder block with the decoder block that consumes its skip):
+``PassThrough`` (or the family's ``stand_in``) in its place, which is the exact removal when the block is residual
+or keeps its input's shape (motion modules, transformer blocks, ResBlocks of equal width). A block may span several
+modules (``"input_blocks.1+output_blocks.10"``: an encoder block with the decoder block that consumes its skip):
 every path joined by ``+`` is replaced together. List entries are never deleted, because models zip their
 module lists (diffusers' down and up blocks do) and a shorter list would silently drop layers.
 
@@ -58,7 +58,10 @@ class PrunableModule:
     trained nor saved, and ``restore`` puts back the very same module objects, also into an ancestor
     that is itself removed. ``list_blocks`` is the family's: every block still present in the module.
     ``zero_identity_kinds``: the block kinds that compute the identity when all their parameters are zero
-    (None: every kind), for exports of the full architecture.
+    (None: every kind), for exports of the full architecture. ``stand_in(path, original)``: the parameter-free
+    module that takes the place of the removed module at ``path`` (None: a ``PassThrough``), for blocks whose
+    removal is not "return the first input", e.g. a block that returns two streams or a residual branch that
+    must return zeros.
     """
 
     def __init__(
@@ -66,10 +69,12 @@ class PrunableModule:
         module: nn.Module,
         list_blocks: Callable[[nn.Module], list[Block]],
         zero_identity_kinds: Collection[str] | None = None,
+        stand_in: Callable[[str, nn.Module], nn.Module] | None = None,
     ) -> None:
         self.module = module
         self.list_blocks = list_blocks
         self.zero_identity_kinds = None if zero_identity_kinds is None else frozenset(zero_identity_kinds)
+        self.stand_in = stand_in
         self._stash: dict[str, dict[str, nn.Module | None]] = {}  # block -> {module path: original, None: not kept}
 
     @property
@@ -95,7 +100,8 @@ class PrunableModule:
         for path in name.split(PATH_JOIN):
             parent, attribute = self._parent(path)
             original = parent.get_submodule(attribute)
-            parent.set_submodule(attribute, PassThrough(type(original).__name__))
+            replacement = self.stand_in(path, original) if self.stand_in else PassThrough(type(original).__name__)
+            parent.set_submodule(attribute, replacement)
             originals[path] = original if keep_original else None
         self._stash[name] = originals
 
@@ -120,6 +126,7 @@ class PrunableModule:
         clone = PrunableModule.__new__(PrunableModule)
         clone.list_blocks = self.list_blocks
         clone.zero_identity_kinds = self.zero_identity_kinds
+        clone.stand_in = self.stand_in
         clone.module, clone._stash = copy.deepcopy((self.module, self._stash))
         return clone
 

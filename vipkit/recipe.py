@@ -23,7 +23,15 @@ from vipkit.plugins import Plugins, load_plugins
 from vipkit.recipe_overrides import apply_overrides
 
 # the component specs are shared with bench matrices; ``from vipkit.recipe import ComponentSpec`` still works
-from vipkit.validation import CombinedRewardSpec, ComponentSpec, ProblemsError, TomlValidator, parse_toml, read_text
+from vipkit.validation import (
+    DEFAULT_REWARD_TIMEOUT_S,
+    CombinedRewardSpec,
+    ComponentSpec,
+    ProblemsError,
+    TomlValidator,
+    parse_toml,
+    read_text,
+)
 
 
 class RecipeError(ProblemsError):
@@ -51,7 +59,7 @@ class PromptsSection(_Section):
         "uses the evaluation prompts and seeds, and the run's table then scores the videos the pruning was chosen on",
     )
     probe_file: str | None = Field(None, description="file with the probe prompts, relative to the recipe")
-    videos_per_prompt: int = Field(1, ge=1, description="training videos per prompt, each with its own seed")
+    videos_per_prompt: int = Field(1, ge=1, le=1000, description="training videos per prompt, each with its own seed")
 
     @model_validator(mode="after")
     def _one_source_each(self) -> PromptsSection:
@@ -198,6 +206,7 @@ class Recipe(BaseModel):
     schedule: ScheduleSection
     train: TrainSection
     objective: ObjectiveSection
+    reward_timeout_s: float = DEFAULT_REWARD_TIMEOUT_S  # not in dump() nor the fingerprint: it changes no result
 
     def dump(self) -> dict[str, Any]:
         """The resolved recipe as plain data (what the run directory stores and fingerprints)."""
@@ -233,7 +242,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "train": TrainSection,
     "objective": ObjectiveSection,
 }
-_TOP_LEVEL = {"seed", "description", "losses", "reward", "rewards", *_COMPONENT_TABLES, *_SECTIONS}
+_TOP_LEVEL = {"seed", "description", "reward_timeout_s", "losses", "reward", "rewards", *_COMPONENT_TABLES, *_SECTIONS}
 
 
 class _RecipeValidator(TomlValidator):
@@ -283,6 +292,7 @@ class _RecipeValidator(TomlValidator):
         if not isinstance(self.data.get("description", ""), str):
             self.errors.append("description: must be a string")
         seed = self.seed()
+        reward_timeout_s = self.reward_timeout()
         specs = {}
         for key, kind in _COMPONENT_TABLES.items():
             if key not in self.data:
@@ -328,6 +338,7 @@ class _RecipeValidator(TomlValidator):
         return Recipe(
             source=source,
             seed=seed,
+            reward_timeout_s=reward_timeout_s,
             losses=losses,
             prompts_train=train_prompts,
             prompts_eval=eval_prompts,

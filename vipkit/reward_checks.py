@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from vipkit.deadline import DeadlineExceeded, deadline
 from vipkit.errors import VipkitError
 from vipkit.interfaces import RewardModel, Scores
 
@@ -23,19 +24,35 @@ class RewardOutputError(VipkitError):
 class CheckedReward(RewardModel):
     """Wraps a built reward; ``score`` returns the inner scores only once they passed every check."""
 
-    def __init__(self, inner: RewardModel, source: str) -> None:
+    def __init__(self, inner: RewardModel, source: str, timeout_s: float | None = None) -> None:
         super().__init__(inner.config)
         self.inner = inner
+        self.timeout_s = timeout_s  # seconds one score call may take (None: no limit)
         self.name = inner.name  # type: ignore[misc]  # instance attributes mirror the wrapped reward
         self.dimensions = tuple(inner.dimensions)  # type: ignore[misc]
         self.value_ranges = dict(inner.value_ranges)  # type: ignore[misc]
         self.source = source
 
     def score(self, videos: Tensor, prompts: Sequence[str]) -> Scores:
+        hung = (
+            f"{self._who()} did not return within {self.timeout_s:g} s while scoring {len(prompts)} videos (first "
+            f"prompt {prompts[0]!r}), so the run stopped instead of waiting for ever; if it is only slow, raise "
+            "reward_timeout_s (a top-level recipe or bench matrix key)"
+            if self.timeout_s is not None
+            else ""
+        )
         try:
-            scores = self.inner.score(videos, prompts)
+            with deadline(self.timeout_s, hung):
+                scores = self.inner.score(videos, prompts)
+        except DeadlineExceeded:
+            raise
         except VipkitError as exc:
             raise VipkitError(f"{self._who()}: {exc}") from exc
+        except SystemExit as exc:  # a plugin must not end the run behind its back
+            raise RewardOutputError(
+                f"{self._who()} called sys.exit({exc.code!r}) while scoring {len(prompts)} videos (first prompt "
+                f"{prompts[0]!r}); a reward must raise an exception instead"
+            ) from exc
         except Exception as exc:  # a plugin's failure, reported as its own with the reason
             reason = (str(exc).strip().splitlines() or [""])[0]
             raise RewardOutputError(

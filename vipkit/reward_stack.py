@@ -19,8 +19,11 @@ if TYPE_CHECKING:
     from vipkit.plugins import Plugins
 
 
-def reward_stack(reward: RewardModel, plugins: Plugins, cache_root: Path) -> RewardModel:
-    """``reward`` as ``recipe.reward.build`` gives it, each part wrapped as cached(checked(part)) under ``cache_root``.
+def reward_stack(
+    reward: RewardModel, plugins: Plugins, cache_root: Path, timeout_s: float | None = None
+) -> RewardModel:
+    """``reward`` as ``recipe.reward.build`` gives it, each part wrapped as cached(checked(part)) under ``cache_root``;
+    ``timeout_s``: the seconds each part's score call may take.
 
     A single ``[reward]`` is one part and keeps its dimension names; ``[[rewards]]`` parts are combined
     again under their aliases. Errors name the part's plugin; cache keys name its plugin and version.
@@ -29,7 +32,9 @@ def reward_stack(reward: RewardModel, plugins: Plugins, cache_root: Path) -> Rew
 
     def stacked(part: RewardModel) -> CachedReward:
         return CachedReward(
-            CheckedReward(part, registry.source(part.name)), cache_root, plugins.provider("rewards", part.name)
+            CheckedReward(part, registry.source(part.name), timeout_s),
+            cache_root,
+            plugins.provider("rewards", part.name),
         )
 
     if isinstance(reward, CombinedReward):

@@ -11,6 +11,7 @@ Layout::
     checkpoints/stage-NNN-step-XXXXXXXX/   training checkpoints inside a stage (vipkit.checkpoint)
     samples/             NAME.gif + NAME.mp4 (H.264): evaluation videos side by side, to look at
     model/               the final compressed model      results.json, report.md
+    .vipkit.lock         held (flock) by the one process running in the folder (vipkit.run_lock)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from vipkit.atomic import write_json, write_text
 from vipkit.errors import VipkitError
 from vipkit.plugins import Plugins
 from vipkit.recipe import Recipe
+from vipkit.run_lock import LOCK_NAME
 
 _VERSIONED = ("vipkit", "torch", "diffusers", "transformers", "safetensors", "pluggy", "pydantic")
 
@@ -64,8 +66,9 @@ class RunDirectory:
         self._metric_stages: set[Any] = set()  # stages whose earlier metric lines this process has reconciled
 
     @classmethod
-    def open(cls, root: Path, recipe: Recipe, recipe_text: str, plugins: Plugins) -> RunDirectory:
-        run = cls(root)
+    def check(cls, root: Path, recipe: Recipe) -> None:
+        """Refuse ``root`` as this recipe's run folder before anything is built or written: a file, a folder of
+        other things, a run of another recipe, or damaged records the resume would read (named with the fix)."""
         resolved = root / "resolved.json"
         if root.exists() and not root.is_dir():
             raise VipkitError(f"--out {root} is a file, not a folder; choose a folder for the run")
@@ -78,11 +81,20 @@ class RunDirectory:
                     f"options it was started with (see {root / 'recipe.toml'}), use another --out folder, or delete "
                     "that one to start over."
                 )
-            return run
-        if root.exists() and any(root.iterdir()):
+            cls(root).check_records()
+            return
+        if root.exists() and any(path.name != LOCK_NAME for path in root.iterdir()):
             raise VipkitError(
                 f"{root} exists, is not empty and holds no vipkit run (no resolved.json); choose another --out folder"
             )
+
+    @classmethod
+    def open(cls, root: Path, recipe: Recipe, recipe_text: str, plugins: Plugins) -> RunDirectory:
+        run = cls(root)
+        resolved = root / "resolved.json"
+        cls.check(root, recipe)
+        if resolved.exists():
+            return run
         for sub in ("cache/teacher", "stages", "samples", "checkpoints"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         write_text(root / "recipe.toml", recipe_text)
@@ -145,6 +157,52 @@ class RunDirectory:
             stage += 1
         return records
 
+    def check_records(self) -> None:
+        """Read every record a resume reads (each finished stage's ``stage.json``; the stored pruning decision and
+        pairs of the stages still to do): damage is refused now, naming the file and the folder to delete."""
+        stage = 1
+        while (self.stage_dir(stage) / "stage.json").exists():
+            record = self.stage_dir(stage) / "stage.json"
+            _read_record(record, ("removed_blocks", "train", "distilled"), self.stage_dir(stage), f"redo stage {stage}")
+            stage += 1
+        for pairs in sorted((self.root / "stages").glob("stage-*.pairs")):
+            number = pairs.name.removeprefix("stage-").removesuffix(".pairs")
+            if not number.isdigit() or int(number) < stage:
+                continue  # a finished stage never reads its pairs again
+            redo = f"prune and curate stage {int(number)} anew"
+            if (pairs / "prune.json").exists():
+                _read_record(
+                    pairs / "prune.json", ("removed_blocks", "pruned", "degraded_dimensions", "pairs"), pairs, redo
+                )
+            if (pairs / "pairs.json").exists():
+                _read_record(pairs / "pairs.json", ("prompts", "seeds", "target_dimensions"), pairs, redo)
+
+    def kept(self) -> str:
+        """What this run folder keeps, in words, for a message about a failure: "Kept in RUN: stage 1, ..."."""
+        if not (self.root / "resolved.json").exists():
+            return f"Nothing of a run was written to {self.root} yet"
+        finished = 0
+        while (self.stage_dir(finished + 1) / "stage.json").exists():
+            finished += 1
+        parts = [f"stages 1-{finished}" if finished > 1 else "stage 1"] if finished else []
+        if (self.root / "results.json").exists() and (self.final_model / "vipkit_model.json").exists():
+            parts.append("the finished run's results and model")
+        nxt = finished + 1
+        if (self.pairs_dir(nxt) / "prune.json").exists():
+            parts.append(f"stage {nxt}'s pruning decision and pairs")
+        steps = sorted(
+            int(path.name.rsplit("-", 1)[1])
+            for path in self.checkpoints.glob(f"stage-{nxt:03d}-step-*")
+            if (path / "manifest.json").exists()
+        )
+        if steps:
+            parts.append(f"stage {nxt}'s training checkpoint at step {steps[-1]}")
+        what = ", ".join(parts) if parts else "the run's recipe and caches (no stage finished yet)"
+        return (
+            f"Kept in {self.root}: {what}; every file and folder vipkit writes appears whole or not at all, so nothing "
+            "finished is damaged (half-written staging folders are removed on resume)"
+        )
+
     def discard_unfinished(self) -> None:
         """Remove staging leftovers of a killed run (never anything finished)."""
         for leftover in self.root.rglob(".*.staging"):
@@ -166,6 +224,23 @@ class RunDirectory:
         self._metric_stages.add(stage)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _read_record(path: Path, keys: tuple[str, ...], folder: Path, redo: str) -> None:
+    """A record of the run with ``keys``; damage is a ``VipkitError`` naming the file and the folder to delete."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        problem = None if isinstance(data, dict) else "it holds no JSON object"
+    except (OSError, ValueError) as exc:
+        data, problem = None, str(exc)
+    missing = [key for key in keys if isinstance(data, dict) and key not in data]
+    if missing:
+        problem = f"it lacks {', '.join(missing)}"
+    if problem:
+        raise VipkitError(
+            f"{path} is damaged ({problem}); nothing was changed. Delete the folder {folder} to {redo} (the stages "
+            f"before it are kept), then run the same command again; or start over with another --out."
+        )
 
 
 def _redone(line: str, stage: Any, step: Any) -> bool:

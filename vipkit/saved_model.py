@@ -1,7 +1,9 @@
 """A compressed model on disk: the family's own files plus ``vipkit_model.json`` naming the family.
 
 The manifest records the sha256 of every file, so a truncated or altered checkpoint is refused with
-the file's name before the family's loader reads it.
+the file's name before the family's loader reads it. Its file list names files inside the folder only, the
+folder holds no pickle file (vipkit never writes one), and no config in it records where the model was
+loaded from (``scrub_source_paths``): the same model saves to the same bytes wherever it came from.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from vipkit.atomic import staged_directory, write_json
 from vipkit.errors import VipkitError
 from vipkit.interfaces import VideoModel
 from vipkit.plugins import load_plugins
-from vipkit.weights import check_weight_folder, file_digests, verify_digests
+from vipkit.weights import (
+    check_manifest_files,
+    check_weight_folder,
+    file_digests,
+    refuse_pickle_files,
+    scrub_source_paths,
+    verify_digests,
+)
 
 MANIFEST = "vipkit_model.json"
 
@@ -27,6 +36,7 @@ def save_model(model: VideoModel, directory: Path, provenance: dict[str, Any] | 
 
     with staged_directory(directory) as staging:
         model.save(staging)
+        scrub_source_paths(staging)  # a family's library may record the folder its parts were loaded from
         write_json(
             staging / MANIFEST,
             {
@@ -54,12 +64,17 @@ def read_manifest(directory: Path) -> dict:
 
 
 def verify_saved_model(directory: Path) -> dict:
-    """The manifest, once every file it lists matches its digest (older manifests: headers checked)."""
+    """The manifest, once its file list is checked to stay inside the folder (before any file is opened), the
+    folder holds no pickle file, and every file it lists matches its digest (older manifests without a file
+    list: every safetensors header checked)."""
+    directory = Path(directory)
     manifest = read_manifest(directory)
-    if isinstance(manifest.get("files"), dict):
-        verify_digests(directory, manifest["files"])
-    else:
-        check_weight_folder(directory)
+    if "files" not in manifest:
+        check_weight_folder(directory, refuse_any_pickle=True)
+        return manifest
+    files = check_manifest_files(directory, manifest["files"], MANIFEST)  # before any file is opened
+    refuse_pickle_files(directory)
+    verify_digests(directory, files, MANIFEST)
     return manifest
 
 

@@ -97,11 +97,15 @@ class CachedReward(RewardModel):
 
         if self.directory is None or not (self.directory / f"{key}.json").exists():
             return False
-        stored = json.loads((self.directory / f"{key}.json").read_text(encoding="utf-8"))
-        self.memory[key] = {
-            dim: torch.tensor(value, dtype=getattr(torch, stored["dtypes"][dim]))
-            for dim, value in stored["scores"].items()
-        }
+        try:
+            stored = json.loads((self.directory / f"{key}.json").read_text(encoding="utf-8"))
+            scores = {
+                dim: torch.tensor(stored["scores"][dim], dtype=getattr(torch, stored["dtypes"][dim]))
+                for dim in self.dimensions
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False  # a damaged entry (a torn write, an edit) is a miss: the video is scored again
+        self.memory[key] = scores
         return True
 
     def _store(self, key: str, prompt: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -38,10 +39,30 @@ class ProblemsError(VipkitError):
         super().__init__(f"{self.what} {source} has {count}:\n" + "\n".join(f"  - {e}" for e in errors))
 
 
+DEFAULT_REWARD_TIMEOUT_S = 1800.0
+"""Seconds one reward score call may take (a batch of videos) before a run stops naming the reward: generous, since
+a real reward scores a batch in seconds to minutes, but a hung plugin no longer blocks a run for ever."""
+
+MAX_TEXT_BYTES = 16 * 2**20
+"""The largest recipe, matrix or prompt file read (16 MiB: about 150,000 prompts)."""
+
+
 def read_text(path: Path, what: str) -> str:
-    """A text file's content; every way it can fail becomes one sentence naming ``what`` and the path."""
+    """A text file's content; every way it can fail becomes one sentence naming ``what`` and the path. Only regular
+    files up to ``MAX_TEXT_BYTES`` are read: ``/dev/zero`` or a pipe would never end."""
     try:
-        return path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not an error
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):
+            raise VipkitError(f"{what} {path} is not a regular file (a device, pipe or socket); give a text file")
+        if info.st_size > MAX_TEXT_BYTES:
+            raise VipkitError(_too_large(what, path))
+        with open(path, "rb") as file:
+            data = file.read(MAX_TEXT_BYTES + 1)  # a file that grows while read is still bounded
+        if len(data) > MAX_TEXT_BYTES:
+            raise VipkitError(_too_large(what, path))
+        return data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not an error
     except UnicodeDecodeError as exc:
         raise VipkitError(
             f"{what} {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
@@ -50,6 +71,10 @@ def read_text(path: Path, what: str) -> str:
         raise VipkitError(f"{what} {path} is a directory, not a file") from None
     except OSError as exc:
         raise VipkitError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _too_large(what: str, path: Path) -> str:
+    return f"{what} {path} is larger than {MAX_TEXT_BYTES // 2**20} MiB, more than any recipe or prompt list; is it the right file?"
 
 
 def parse_toml(text: str, source: str, error: type[ProblemsError]) -> dict[str, Any]:
@@ -172,6 +197,14 @@ class TomlValidator:
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
             self.errors.append(f"seed: must be an integer from 0 to {MAX_SEED}, got {seed!r}")
         return seed
+
+    def reward_timeout(self) -> float:
+        """The top-level ``reward_timeout_s``: seconds one reward score call may take before the run stops."""
+        value = self.data.get("reward_timeout_s", DEFAULT_REWARD_TIMEOUT_S)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            self.errors.append(f"reward_timeout_s: must be a number of seconds > 0, got {value!r}")
+            return DEFAULT_REWARD_TIMEOUT_S
+        return float(value)
 
     def section(self, key: str, schema: type[_M]) -> _M | None:
         """The table ``key`` (empty when absent) validated by ``schema``."""

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 import vipkit
 from vipkit import VipkitError
-from vipkit.family_kit import DenoiserFamily, FamilyConfig
+from vipkit.family_kit import MAX_FRAMES, MAX_SIDE, DenoiserFamily, FamilyConfig
 from vipkit_animatediff.names import EXPORT_FORMATS, MOTION_MODULE, AttentionKernel
 
 if TYPE_CHECKING:
@@ -70,16 +70,25 @@ class AnimateDiff(DenoiserFamily):
             "`device`) for measuring time, memory and disk before downloading. Their videos mean nothing about quality.",
         )
         height: int | None = Field(
-            None, gt=0, description="Video height in pixels, a multiple of 8; None: the model's default (512, tiny 32)."
+            None,
+            gt=0,
+            le=MAX_SIDE,
+            description="Video height in pixels, a multiple of 8; None: the model's default (512, tiny 32).",
         )
         width: int | None = Field(
-            None, gt=0, description="Video width in pixels, a multiple of 8; None: the model's default (512, tiny 32)."
+            None,
+            gt=0,
+            le=MAX_SIDE,
+            description="Video width in pixels, a multiple of 8; None: the model's default (512, tiny 32).",
         )
         num_frames: int | None = Field(
-            None, gt=0, description="Frames per video; None: the model's default (16, tiny 8)."
+            None, gt=0, le=MAX_FRAMES, description="Frames per video; None: the model's default (16, tiny 8)."
         )
         num_inference_steps: int | None = Field(
-            None, gt=0, description="DDIM sampling steps; None: the model's default (25, tiny 10)."
+            None,
+            gt=0,
+            le=1000,
+            description="DDIM sampling steps, at most the 1000 training timesteps; None: the model's default (25, tiny 10).",
         )
         guidance_scale: float = Field(
             7.5, ge=0, description="Classifier-free guidance scale (values <= 1 turn guidance off)."

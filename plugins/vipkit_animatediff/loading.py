@@ -20,7 +20,7 @@ from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipelin
 from vipkit import VipkitError
 from vipkit.export import export_manifest
 from vipkit.model_source import ModelSource, hub_offline, is_local_path, model_source, resolve_device
-from vipkit.weights import check_weight_folder
+from vipkit.weights import check_weight_folder, forget_source_paths
 from vipkit_animatediff.blocks import prunable_unet
 from vipkit_animatediff.parts import ModelParts
 from vipkit_animatediff.persistence import is_saved_model, load_saved_parts
@@ -49,6 +49,7 @@ def load_parts(config: AnimateDiff.Config, dtype: torch.dtype) -> ModelParts:
         return _guarded(saved, SAVED_MODEL, lambda: load_saved_parts(Path(saved.source)))
     parts = _pipeline_parts(config.base, dtype) if _is_animatediff_pipeline(config.base) else _sd_parts(config, dtype)
     parts.unet.remove_zeroed()  # an export's removed blocks are zeros: removing them is exact and keeps the speed-up
+    forget_source_paths(parts.unet.module, parts.vae, parts.text_encoder, parts.tokenizer, parts.scheduler)
     return parts
 
 

@@ -5,7 +5,8 @@ random weights and compute a different model. So a pruned model's folder holds n
 and its UNet weights under a name diffusers does not look for (``PRUNED_UNET_WEIGHTS``): plain
 diffusers refuses it with an error instead. vipkit rebuilds the UNet from its config, replays the
 removals in order and loads the pruned state dict strictly. An unpruned model is a plain diffusers
-pipeline folder.
+pipeline folder. A pickle file in the folder is refused before anything loads (vipkit never writes one), and
+no config written records where the parts were loaded from.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
-from vipkit.weights import check_weight_folder
+from vipkit.weights import (
+    check_weight_folder,
+    forget_source_paths,
+    keep_saved_tokenizer_config,
+    scrub_source_paths,
+)
 from vipkit_animatediff.blocks import prunable_unet
 from vipkit_animatediff.parts import ModelParts
 
@@ -53,6 +59,7 @@ def save_parts(directory: Path, parts: ModelParts, pipeline: Any, settings: dict
     save_file(state, unet_dir / (PRUNED_UNET_WEIGHTS if pruned else UNET_WEIGHTS), metadata={"format": "pt"})
     if not pruned:
         pipeline.save_config(directory)  # model_index.json: a plain diffusers pipeline
+    scrub_source_paths(directory)  # no machine path: the same parts save to the same bytes
     manifest = {
         "family": "animatediff",
         "format_version": FORMAT_VERSION,
@@ -71,7 +78,7 @@ def unet_weights(directory: Path) -> Path:
 def load_saved_parts(directory: Path) -> ModelParts:
     """Rebuild the parts written by ``save_parts``; the UNet bit-identical, removals included."""
     transformers_logging.disable_progress_bar()
-    check_weight_folder(directory)  # a truncated file is named here, not deep inside a loader
+    check_weight_folder(directory, refuse_any_pickle=True)  # no pickle is ever opened; a truncated file is named
     manifest = json.loads((directory / MANIFEST).read_text())
     with init_empty_weights():  # parameters on the meta device: no time spent on random init
         module = UNetMotionModel.from_config(UNetMotionModel.load_config(directory / "unet"))
@@ -80,7 +87,7 @@ def load_saved_parts(directory: Path) -> ModelParts:
         unet.remove(name, keep_original=False)
     module.load_state_dict(load_file(unet_weights(directory)), strict=True, assign=True)
     dtype = getattr(torch, manifest["generation_settings"]["dtype"])  # the files' own: loaded without a cast
-    return ModelParts(
+    parts = ModelParts(
         unet=unet,
         vae=AutoencoderKL.from_pretrained(directory / "vae", dtype=dtype, use_safetensors=True),
         text_encoder=CLIPTextModel.from_pretrained(directory / "text_encoder", dtype=dtype, use_safetensors=True),
@@ -88,3 +95,6 @@ def load_saved_parts(directory: Path) -> ModelParts:
         scheduler=DDIMScheduler.from_pretrained(directory / "scheduler"),
         default_settings=manifest["generation_settings"],
     )
+    forget_source_paths(module, parts.vae, parts.text_encoder, parts.tokenizer, parts.scheduler)  # no path saved
+    keep_saved_tokenizer_config(parts.tokenizer, directory / "tokenizer")  # re-saved: the same bytes
+    return parts

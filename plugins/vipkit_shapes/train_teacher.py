@@ -36,6 +36,7 @@ import torch
 from diffusers import AutoencoderKL, UNetMotionModel
 from transformers import CLIPTextModel
 
+from vipkit.weights import check_weight_folder
 from vipkit_shapes.teacher_checkpoint import (
     architecture,
     exported_parts,
@@ -135,11 +136,12 @@ def train(args: argparse.Namespace, log: Log) -> None:
     parts = build_parts(unet=unet_name)
     teacher = None
     if args.init_from:
-        parts.vae = AutoencoderKL.from_pretrained(args.init_from / "vae")
-        parts.text_encoder = CLIPTextModel.from_pretrained(args.init_from / "text_encoder")
+        check_weight_folder(args.init_from, refuse_any_pickle=True)  # a teacher folder vipkit wrote: safetensors only
+        parts.vae = AutoencoderKL.from_pretrained(args.init_from / "vae", use_safetensors=True)
+        parts.text_encoder = CLIPTextModel.from_pretrained(args.init_from / "text_encoder", use_safetensors=True)
         if args.distill_weight:
             teacher = FrozenTeacher(
-                unet=UNetMotionModel.from_pretrained(args.init_from / "unet"),
+                unet=UNetMotionModel.from_pretrained(args.init_from / "unet", use_safetensors=True),
                 text_encoder=copy.deepcopy(parts.text_encoder),
             )
             for module in (teacher.unet, teacher.text_encoder):

@@ -6,6 +6,12 @@ of the code; the same weights exist as transformers checkpoints (``facebook/dino
 ``Raft_Large_Weights.C_T_V1`` (RAFT trained on FlyingChairs + FlyingThings, VBench's ``raft-things``).
 Frames are preprocessed as VBench does: 8-bit levels, resized as float (no rounding), DINO without a
 crop, CLIP with a centre crop.
+
+Weights: the transformers networks load with ``use_safetensors=True`` (a ``pytorch_model.bin`` beside is never
+opened; a local folder without safetensors is refused). The aesthetic head and RAFT are released only as ``.pth``
+pickles: ``vipkit.weights.load_official_state`` reads such a file once with ``torch.load(weights_only=True)``
+(tensors only, no code can run) and keeps ``NAME.pth.safetensors`` beside it for every later load; a
+``.safetensors`` file can be given directly.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch.nn.functional as F
 
 from vipkit import VipkitError
 from vipkit.model_source import ModelSource
+from vipkit.weights import check_weight_folder, load_official_state
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,9 +113,15 @@ def load_encoder(
             "a DINO ViT (ViTModel)" if kind == "dino" else "a CLIP model (CLIPModel or CLIPVisionModelWithProjection)"
         )
         try:
+            if source.local:
+                check_weight_folder(Path(source.source))  # pickle-only: refused; a truncated file named
             if kind == "dino":
                 model, info = ViTModel.from_pretrained(
-                    source.source, local_files_only=source.local, add_pooling_layer=False, output_loading_info=True
+                    source.source,
+                    local_files_only=source.local,
+                    add_pooling_layer=False,
+                    output_loading_info=True,
+                    use_safetensors=True,
                 )
             else:
                 model, info = CLIPVisionModelWithProjection.from_pretrained(
@@ -116,8 +129,9 @@ def load_encoder(
                     config=_clip_vision_config(source),
                     local_files_only=source.local,
                     output_loading_info=True,
+                    use_safetensors=True,
                 )
-        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: transformers refuses mismatched shapes
+        except (OSError, ValueError, RuntimeError, VipkitError) as exc:  # RuntimeError: mismatched shapes
             raise source.load_error(expected, exc, f"Point {source.option} at a folder holding {expected}.") from None
         if info["missing_keys"]:  # transformers would initialise them at random
             raise source.load_error(
@@ -140,35 +154,33 @@ def _clip_vision_config(source: ModelSource) -> Any:
 
 
 def load_linear_head(path: str, option: str, in_features: int, device: torch.device) -> torch.nn.Linear:
-    """The LAION aesthetic predictor: ``Linear(768, 1)`` from a ``.pth`` state dict (read without pickle code) or safetensors."""
-    file = Path(path).expanduser()
+    """The LAION aesthetic predictor: ``Linear(768, 1)`` from the official ``.pth`` state dict (converted once to
+    safetensors, see the module's docstring) or a safetensors file."""
     try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(file)
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
         head = torch.nn.Linear(in_features, 1)
-        head.load_state_dict(state)
-    except (OSError, RuntimeError, KeyError) as exc:
-        detail = " ".join(str(exc).split())
-        raise VipkitError(f"{option} = {path!r}: not a Linear({in_features}, 1) state dict ({detail}).") from None
+        head.load_state_dict(load_official_state(path))
+    except Exception as exc:  # OSError, a damaged file, a refused object, other keys or shapes: the option's to fix
+        raise VipkitError(
+            f"{option} = {path!r}: not a Linear({in_features}, 1) state dict ({_one_line(exc)})."
+        ) from None
     return head.to(device).eval().requires_grad_(False)
 
 
 def load_raft(path: str, option: str, device: torch.device) -> Any:
-    """torchvision's RAFT-large with the weights at ``path`` (torchvision's ``raft_large_C_T_V1`` file)."""
+    """torchvision's RAFT-large with the weights at ``path`` (torchvision's ``raft_large_C_T_V1`` ``.pth``, converted
+    once to safetensors, see the module's docstring; or a safetensors file)."""
     from torchvision.models.optical_flow import raft_large
 
     model = raft_large(weights=None, progress=False)
     try:
-        model.load_state_dict(torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError) as exc:
-        raise VipkitError(
-            f"{option} = {path!r}: not torchvision RAFT-large weights ({' '.join(str(exc).split())})."
-        ) from None
+        model.load_state_dict(load_official_state(path))
+    except Exception as exc:  # OSError, a damaged file, a refused object, other keys or shapes: the option's to fix
+        raise VipkitError(f"{option} = {path!r}: not torchvision RAFT-large weights ({_one_line(exc)}).") from None
     return model.to(device).eval().requires_grad_(False)
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def raft_flow_magnitudes(raft: Any, video: torch.Tensor) -> list[float]:

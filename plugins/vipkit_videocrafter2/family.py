@@ -17,7 +17,7 @@ from pydantic import Field
 
 import vipkit
 from vipkit import VipkitError
-from vipkit.family_kit import DenoiserFamily, FamilyConfig
+from vipkit.family_kit import MAX_FRAMES, MAX_SIDE, DenoiserFamily, FamilyConfig
 from vipkit_videocrafter2.names import EXPORT_FORMATS, KINDS, NUM_TRAIN_TIMESTEPS
 
 if TYPE_CHECKING:
@@ -68,12 +68,20 @@ class VideoCrafter2(DenoiserFamily):
             "downloading. Both go through the official checkpoint's conversion; their videos mean nothing about quality.",
         )
         height: int | None = Field(
-            None, gt=0, description="Video height in pixels, a multiple of 8; None: the model's (320, tiny 16)."
+            None,
+            gt=0,
+            le=MAX_SIDE,
+            description="Video height in pixels, a multiple of 8; None: the model's (320, tiny 16).",
         )
         width: int | None = Field(
-            None, gt=0, description="Video width in pixels, a multiple of 8; None: the model's (512, tiny 16)."
+            None,
+            gt=0,
+            le=MAX_SIDE,
+            description="Video width in pixels, a multiple of 8; None: the model's (512, tiny 16).",
         )
-        num_frames: int | None = Field(None, gt=0, description="Frames per video; None: the model's (16, tiny 4).")
+        num_frames: int | None = Field(
+            None, gt=0, le=MAX_FRAMES, description="Frames per video; None: the model's (16, tiny 4)."
+        )
         num_inference_steps: int | None = Field(
             None, gt=0, le=NUM_TRAIN_TIMESTEPS, description="DDIM steps; None: the model's (50, tiny 4)."
         )

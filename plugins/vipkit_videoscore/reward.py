@@ -77,6 +77,19 @@ def _image_settings(source: str, local: bool) -> ImageSettings:
     )
 
 
+def _check_folder(source: Any) -> None:
+    from pathlib import Path
+
+    from vipkit.weights import check_weight_folder
+
+    try:
+        check_weight_folder(Path(source.source))
+    except vipkit.VipkitError as exc:
+        raise source.load_error(
+            "a VideoScore model", exc, f"Point `model` at a folder holding {EXPECTED_FILES}."
+        ) from None
+
+
 def load_videoscore(model: str, device: str, dtype: str, preset: str | None = None) -> LoadedVideoScore:
     """Load a VideoScore checkpoint from a directory (never touching the network) or a hub id, or build a preset."""
     import torch
@@ -100,6 +113,8 @@ def load_videoscore(model: str, device: str, dtype: str, preset: str | None = No
         settings = ImageSettings()
     else:
         source = model_source(model, "reward option `model`", EXPECTED_FILES)
+        if source.local:  # pickle-only refused (pickles beside: never opened); a truncated file named
+            _check_folder(source)
         try:
             config = AutoConfig.from_pretrained(source.source, local_files_only=source.local)
             if config.model_type != "idefics2":
@@ -109,7 +124,12 @@ def load_videoscore(model: str, device: str, dtype: str, preset: str | None = No
                     f"It holds a {config.model_type!r} model, not Idefics2. {HOW_TO_DOWNLOAD}",
                 )
             network, info = VideoScoreModel.from_pretrained(
-                source.source, config=config, local_files_only=source.local, dtype=torch_dtype, output_loading_info=True
+                source.source,
+                config=config,
+                local_files_only=source.local,
+                dtype=torch_dtype,
+                output_loading_info=True,
+                use_safetensors=True,
             )
             tokenizer = AutoTokenizer.from_pretrained(source.source, local_files_only=source.local)
         except (OSError, RuntimeError) as exc:  # RuntimeError: transformers refuses mismatched shapes
