@@ -16,9 +16,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vipkit.errors import VipkitError
-from vipkit.export import EXPORT_MANIFEST
+from vipkit.export import EXPORT_MANIFEST, find_model
 from vipkit.interfaces import VideoModel
+from vipkit.model_source import is_local_path
 from vipkit.plugins import Plugins, load_plugins
+from vipkit.provenance import model_manifest, options_provenance
 from vipkit.recipe import ObjectiveSection
 from vipkit.saved_model import MANIFEST
 from vipkit.validation import (
@@ -30,7 +32,7 @@ from vipkit.validation import (
     parse_toml,
     read_text,
 )
-from vipkit.weights import file_sha256
+from vipkit.weights import file_digests
 
 _TOP_LEVEL = {"seed", "description", "reward_timeout_s", "prompts", "models", "reward", "rewards", "objective"}
 
@@ -64,13 +66,36 @@ class BenchModel:
     spec: ComponentSpec | None = None
     path: Path | None = None
 
-    def identity(self) -> dict[str, Any]:
-        """What makes this row's videos what they are: the options, or the saved folder's manifest digest."""
+    def identity(self, plugins: Plugins) -> dict[str, Any]:
+        """What makes this row's videos what they are, by content, with the family plugin's version.
+
+        A ``[model]`` table: its options (with a preset they are the content) and the resolved content of every
+        option naming a folder or a hub id (``source_identity``). A saved or exported folder: its manifest's file
+        digests and generation settings, wherever the folder lies (``folder_identity``).
+        """
         if self.spec is not None:
-            return {"model": self.spec.dump()}
+            options = self.spec.dump()
+            sources = {key: source_identity(value) for key, value in options.items() if isinstance(value, str)}
+            return {
+                "family": self.spec.name,
+                "plugin": plugins.provider("models", self.spec.name),
+                "options": options,
+                "sources": {key: value for key, value in sources.items() if value is not None},
+            }
         assert self.path is not None
-        manifest = self.path / (MANIFEST if (self.path / MANIFEST).is_file() else EXPORT_MANIFEST)
-        return {"path": str(self.path), "manifest_sha256": file_sha256(manifest)}
+        content = folder_identity(self.path)
+        return {"plugin": plugins.provider("models", str(content.get("family"))), "folder": content}
+
+    def provenance(self) -> tuple[dict[str, Any] | None, int | None]:
+        """The record of this model's making (``vipkit.provenance``) and, for a run's stage model, its stage; a
+        ``[model]`` table naming no vipkit model folder is a teacher: ``(None, None)``."""
+        if self.spec is not None:
+            record = options_provenance(self.spec.config.model_dump())
+            return (None if record is None else {k: v for k, v in record.items() if k != "from_vipkit_model"}), None
+        assert self.path is not None
+        manifest = model_manifest(self.path) or {}
+        stage = find_model(self.path).stage if manifest.get("kind") == "saved" else None
+        return dict(manifest.get("provenance", {})), stage
 
     def build(self, plugins: Plugins) -> VideoModel:
         if self.spec is not None:
@@ -79,6 +104,43 @@ class BenchModel:
         from vipkit import load_model
 
         return load_model(self.path)  # a saved model, or an export (its zeroed blocks removed again)
+
+
+_NOT_CONTENT = {"vipkit_version", "source", "provenance", "kind"}  # manifest keys that change no video
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def folder_identity(folder: Path) -> dict[str, Any]:
+    """A model folder's content: a vipkit folder's manifest (file digests, family, removed blocks, generation
+    settings; every file hashed for a manifest older than file digests); any other folder by its resolved path and
+    each file's size and modification time (hashing a many-GB base on every bench would cost more than it saves)."""
+    manifest = model_manifest(folder)
+    if manifest is not None:
+        content = {key: value for key, value in manifest.items() if key not in _NOT_CONTENT}
+        return content if "files" in content else {**content, "files": file_digests(folder)}
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in name.parts):
+            stat = path.stat()
+            files[str(name)] = [stat.st_size, stat.st_mtime_ns]
+    return {"folder": str(folder.resolve()), "files": files}
+
+
+def source_identity(value: str) -> dict[str, Any] | None:
+    """What a model option resolves to: a folder's content (``folder_identity``), a hub id's revision in the
+    Hugging Face cache (None when not cached), or None for an option that names neither."""
+    if value and Path(value).expanduser().is_dir():
+        return folder_identity(Path(value).expanduser())
+    if _HUB_ID.fullmatch(value) and not is_local_path(value):
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        ref = Path(HF_HUB_CACHE) / f"models--{value.replace('/', '--')}" / "refs" / "main"
+        try:
+            return {"hub": value, "revision": ref.read_text(encoding="utf-8").strip()}
+        except OSError:
+            return {"hub": value, "revision": None}
+    return None
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ def _compress(recipe: Path, out: Path, dry_run: bool, overrides: list[str]) -> N
         from vipkit.engine import prepare
         from vipkit.plugins import load_plugins
 
-        parts = prepare(resolved, load_plugins(), log=lambda line: console.print(line, highlight=False))
+        parts = prepare(resolved, load_plugins(), log=lambda line: console.print(line, highlight=False, markup=False))
         candidates, kinds = parts.plan.candidates, parts.plan.block_kinds
         console.print(
             f"model: {parts.teacher.num_parameters():,} denoiser parameters, {len(candidates)} prunable blocks of kinds "
@@ -259,7 +259,11 @@ def _compress(recipe: Path, out: Path, dry_run: bool, overrides: list[str]) -> N
     from vipkit.report import markdown_table, results_table
 
     with progress.display() if main else nullcontext() as bars:
-        log = (lambda line: bars.console.print(line, highlight=False, soft_wrap=True)) if main else (lambda line: None)
+        log = (
+            (lambda line: bars.console.print(line, highlight=False, markup=False, soft_wrap=True))
+            if main
+            else (lambda line: None)
+        )
         given = "".join(f"# applied on the command line: --set {item}\n" for item in overrides) + recipe.read_text(
             encoding="utf-8"
         )
@@ -287,9 +291,11 @@ def bench(
         Path | None, typer.Option("--out", "-o", help="bench folder (default runs/bench-<matrix name>)")
     ] = None,
 ) -> None:
-    """Score several models (e.g. the teacher and compressed ones) with the same rewards, prompts and seeds: one table, one plot."""
+    """Score several models (e.g. the teacher and compressed ones) with the same rewards, prompts and seeds: one table,
+    one plot. A row that fails is shown with its error while the others complete (exit code 3); re-running retries it.
+    """
     from vipkit import progress
-    from vipkit.bench import bench_table, run_bench
+    from vipkit.bench import SOME_ROWS_FAILED, bench_table, run_bench
     from vipkit.bench_matrix import load_matrix
     from vipkit.report import markdown_table
 
@@ -299,19 +305,32 @@ def bench(
         measured = len(list((out / "models").glob("*.json"))) if (out / "models").is_dir() else 0
         if not measured:
             return f"No model was measured in {out} yet"
-        return f"Kept in {out}: the scores of the {measured} model(s) measured so far (models/), each file whole"
+        return f"Kept in {out}: the videos and scores of the {measured} model(s) measured so far, each file whole"
 
-    with _reported(kept, "run the same command again: it reuses the models already measured"):
+    with _reported(kept, "run the same command again: it reuses the videos and scores already measured"):
         resolved = load_matrix(matrix)
         with _bench_lock(out), progress.display() as bars:
-            results = run_bench(
-                resolved, out, log=lambda line: bars.console.print(line, highlight=False, soft_wrap=True)
+            results = run_bench(  # lines hold [tables] and paths: printed as they are, never read as markup
+                resolved,
+                out,
+                log=lambda line: bars.console.print(escape(line), highlight=False, soft_wrap=True),
+                debug=_debug,
             )
     print(markdown_table(*bench_table(results)))
+    where = escape(f"table in {out / 'bench.md'}, plot in {out / 'bench.svg'}, scores in {out / 'bench.json'}")
+    failed = [row for row in results["models"] if row["error"]]
+    if not failed:
+        console.print(f"[green]done[/]: {where}", soft_wrap=True)
+        return
+    for row in failed:
+        console.print(f"[bold red]failed:[/] {escape(row['error'])}", highlight=False, soft_wrap=True)
     console.print(
-        f"[green]done[/]: table in {out / 'bench.md'}, plot in {out / 'bench.svg'}, scores in {out / 'bench.json'}",
+        f"{len(failed)} of {len(results['models'])} rows failed (above, and in bench.md); the others are in the "
+        f"{where}. Run the same command again to retry the failed rows: the others are reused.",
+        highlight=False,
         soft_wrap=True,
     )
+    raise typer.Exit(SOME_ROWS_FAILED)
 
 
 @contextmanager

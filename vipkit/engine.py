@@ -70,6 +70,7 @@ class BuiltRecipe:
     pruner: Pruner
     curator: PairCurator
     losses: list[WeightedLoss]
+    heldout_reward: RewardModel | None = None  # scored on the held-out videos only: never ranked or curated on
     plan: Plan | None = None  # set by ``prepare`` once the recipe checks out against the parts
 
     @classmethod
@@ -88,17 +89,32 @@ class BuiltRecipe:
                 errors.append(str(exc))
                 return None
 
+        def reward_parts(spec: ComponentSpec | CombinedRewardSpec) -> dict[str, Any]:
+            """A reward's parts by alias, each built on its own; a single ``[reward]`` is the one part ``""``."""
+            combined = spec.parts if isinstance(spec, CombinedRewardSpec) else {"": spec}
+            return {alias: built(part) for alias, part in combined.items()}
+
+        def reward(parts: dict[str, RewardModel]) -> RewardModel:
+            return parts[""] if "" in parts else CombinedReward(parts)
+
         teacher = built(recipe.model)
-        combined = recipe.reward.parts if isinstance(recipe.reward, CombinedRewardSpec) else None
-        rewards = {alias: built(spec) for alias, spec in (combined or {"": recipe.reward}).items()}
+        rewards = reward_parts(recipe.reward)
+        heldout = reward_parts(recipe.heldout_reward) if recipe.heldout_reward is not None else None
         scorer, pruner, curator = (built(spec) for spec in (recipe.scorer, recipe.pruner, recipe.curator))
         losses = [WeightedLoss(spec.weight, built(spec)) for spec in recipe.losses]
         if len(errors) == 1:
             raise VipkitError(errors[0])
         if errors:
             raise VipkitError(f"{len(errors)} components could not be built:\n" + "\n".join(f"  - {e}" for e in errors))
-        reward = CombinedReward(rewards) if combined else rewards[""]
-        return cls(teacher=teacher, reward=reward, scorer=scorer, pruner=pruner, curator=curator, losses=losses)
+        return cls(
+            teacher=teacher,
+            reward=reward(rewards),
+            scorer=scorer,
+            pruner=pruner,
+            curator=curator,
+            losses=losses,
+            heldout_reward=reward(heldout) if heldout is not None else None,
+        )
 
 
 class Compression:
@@ -118,6 +134,8 @@ class Compression:
         k = recipe.videos_per_prompt
         self.train_prompts = [p for p in recipe.prompts_train for _ in range(k)]
         self.train_seeds = video_seeds(recipe.seed, "train", len(self.train_prompts))
+        self.heldout_prompts = recipe.prompts_heldout  # never trained, probed or evaluated on: only reported
+        self.heldout_seeds = video_seeds(recipe.seed, "heldout", len(self.heldout_prompts))
         self.teacher_cache = GenerationCache(run.teacher_cache, recipe.model.dump())
         self._teacher_eval: tuple[Generation, Scores] | None = None
         self._weights = "teacher"  # whose weights the student has: the teacher's until a stage trains it
@@ -160,8 +178,22 @@ class Compression:
         if distributed.is_main():
             save_samples(videos[:SAMPLE_VIDEOS], self.run.samples / name, warn=self.log)
 
+    def heldout(self, label: str, videos: Generation) -> dict[str, Any]:
+        """The held-out prompts' ``videos`` scored: the run's reward and objective, and the held-out reward (if any)
+        under ``reward``. Nothing here reaches the scorer or the curator."""
+        scores = sharded.score(self.parts.reward, videos.videos, self.heldout_prompts)
+        entry = {"scores": mean_scores(scores), "objective": self.objective(scores)}
+        if self.parts.heldout_reward is not None:
+            entry["reward"] = mean_scores(sharded.score(self.parts.heldout_reward, videos.videos, self.heldout_prompts))
+        self.log(
+            f"{label}, held out: objective {entry['objective']:.4f} · "
+            + " · ".join(f"{k} {v:.4f}" for k, v in (entry["scores"] | entry.get("reward", {})).items())
+        )
+        return entry
+
     def summary(self, model: VideoModel, label: str, sample_name: str) -> dict[str, Any]:
-        """Scores, objective, size and latency of ``model`` on the evaluation prompts, plus a sample (GIF and MP4)."""
+        """Scores, objective, size and latency of ``model`` on the evaluation prompts, plus a sample (GIF and MP4);
+        with held-out prompts, its scores on those too (``heldout``)."""
         videos = self.eval_videos(model)
         scores = sharded.score(self.parts.reward, videos.videos, self.eval_prompts)
         self.save_samples(videos.videos, sample_name)
@@ -169,13 +201,17 @@ class Compression:
         self.log(
             f"{label}: objective {self.objective(scores):.4f} · " + " · ".join(f"{k} {v:.4f}" for k, v in means.items())
         )
-        return {
+        summary = {
             "parameters": model.num_parameters(),
             "scores": means,
             "objective": self.objective(scores),
             "seconds_per_video": seconds_per_video(model, self.eval_prompts[0], self.eval_seeds[0]),
             "denoiser_flops": denoiser_flops(model, videos.latents[:1]),
         }
+        if self.heldout_prompts:
+            heldout_videos = sharded.generate(model, self.heldout_prompts, self.heldout_seeds)
+            summary["heldout"] = self.heldout(label, heldout_videos)
+        return summary
 
     # -- one stage ----------------------------------------------------------------------------
     def prune_and_curate(self, student: VideoModel, stage: int) -> dict[str, Any]:
@@ -340,6 +376,11 @@ class Compression:
                 "denoiser_flops": denoiser_flops(self.parts.teacher, teacher_videos.latents[:1]),
             }
             self.save_samples(teacher_videos.videos, "teacher")
+        if self.heldout_prompts:  # the teacher's held-out videos are cached like its others: a resume renders none
+            with self.times.phase("teacher videos"):
+                videos = self.teacher_cache.generate(self.parts.teacher, self.heldout_prompts, self.heldout_seeds)
+            with self.times.phase("evaluation"):
+                teacher["heldout"] = self.heldout("teacher", videos)
         for stage in range(len(stages) + 1, self.recipe.schedule.stages + 1):
             try:
                 stages.append(self.stage(student, stage))
@@ -361,6 +402,7 @@ class Compression:
             "recipe": self.recipe.source,
             "fingerprint": self.recipe.fingerprint(),
             "seed": self.recipe.seed,
+            **({"heldout_prompts": len(self.heldout_prompts)} if self.heldout_prompts else {}),
             "teacher": teacher,
             "stages": stages,
             "final": {
@@ -368,6 +410,7 @@ class Compression:
                 "parameter_ratio": student.num_parameters() / teacher["parameters"],
                 "removed_blocks": student.removed_blocks,
                 "scores": final["scores"],
+                **({"heldout": final["heldout"]} if "heldout" in final else {}),
                 "speedup": teacher["seconds_per_video"] / final["seconds_per_video"],
                 "model": str(self.run.final_model),
             },
@@ -431,6 +474,8 @@ def compress(recipe: Recipe, recipe_text: str, out: Path, log: Log) -> dict[str,
             raise VipkitError(problem)
         # cached per run folder (a resume rescores nothing), each call limited to reward_timeout_s
         parts.reward = reward_stack(parts.reward, plugins, run.score_cache, recipe.reward_timeout_s)
+        if parts.heldout_reward is not None:
+            parts.heldout_reward = reward_stack(parts.heldout_reward, plugins, run.score_cache, recipe.reward_timeout_s)
         results = Compression(recipe, run, parts, log, times).run_all()
         log(f"rewards: {cache_summary(parts.reward)}")
         return results

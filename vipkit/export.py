@@ -148,6 +148,7 @@ def export_model(
             "zeroed_blocks": model.removed_blocks,
             "parameters_computed_by_vipkit": model.num_parameters(),
             "generation_settings": {**model.generation_settings, "dtype": dtype},
+            "provenance": provenance,  # the saved model's record of its making (vipkit.provenance), as it was
             "files": file_digests(staging),
         }
         write_json(staging / EXPORT_MANIFEST, record)

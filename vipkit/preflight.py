@@ -26,6 +26,8 @@ def _components(recipe: Recipe, parts: BuiltRecipe) -> list[tuple[ComponentSpec,
         (recipe.pruner, parts.pruner),
         (recipe.curator, parts.curator),
     ]
+    if recipe.heldout_reward is not None and parts.heldout_reward is not None:
+        pairs.append((recipe.heldout_reward, parts.heldout_reward))
     return pairs + [(spec, item.loss) for spec, item in zip(recipe.losses, parts.losses, strict=True)]
 
 

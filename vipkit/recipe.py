@@ -5,6 +5,8 @@ syntax errors carry line and column. Component tables (``[model]``, ``[reward]``
 ``[pruner]``, ``[curator]``, ``[[losses]]``) name a registered component and are validated against
 that component's own ``Config``. Several rewards combine through ``[[rewards]]`` tables instead of
 ``[reward]`` (each may set ``as = "alias"``); their dimensions are then named ``<alias>.<dimension>``.
+Held-out prompts (``[prompts] heldout``) and an optional held-out reward (``[heldout_reward]`` or
+``[[heldout_rewards]]``, read like ``[reward]``/``[[rewards]]``) are only ever scored, never ranked or curated on.
 What a bench matrix validates alike (reading, strict types, component tables) is in ``vipkit.validation``.
 """
 
@@ -45,7 +47,8 @@ class _Section(BaseModel):
 
 
 class PromptsSection(_Section):
-    """Prompts for training pairs, for evaluation and for ranking blocks (inline lists or files, one prompt a line)."""
+    """Prompts for training pairs, for evaluation, for ranking blocks and held out (inline lists or files, one prompt
+    a line)."""
 
     train: list[str] | None = Field(None, description="prompts whose teacher/student videos become pairs")
     train_file: str | None = Field(None, description="file with the training prompts, relative to the recipe")
@@ -59,11 +62,18 @@ class PromptsSection(_Section):
         "uses the evaluation prompts and seeds, and the run's table then scores the videos the pruning was chosen on",
     )
     probe_file: str | None = Field(None, description="file with the probe prompts, relative to the recipe")
+    heldout: list[str] | None = Field(
+        None,
+        description="prompts the run never trains, probes or evaluates on, with their own seeds: scored after every "
+        "prune and distillation (and for the teacher) and reported beside the in-run numbers; none may be a training, "
+        "evaluation or probe prompt",
+    )
+    heldout_file: str | None = Field(None, description="file with the held-out prompts, relative to the recipe")
     videos_per_prompt: int = Field(1, ge=1, le=1000, description="training videos per prompt, each with its own seed")
 
     @model_validator(mode="after")
     def _one_source_each(self) -> PromptsSection:
-        for kind, required in (("train", True), ("eval", True), ("probe", False)):
+        for kind, required in (("train", True), ("eval", True), ("probe", False), ("heldout", False)):
             inline, file = getattr(self, kind), getattr(self, f"{kind}_file")
             sources = (inline is not None) + (file is not None)
             if sources > 1 or (required and not sources):
@@ -202,6 +212,8 @@ class Recipe(BaseModel):
     prompts_train: list[str]
     prompts_eval: list[str]
     prompts_probe: list[str] = []  # empty: the scorer ranks on the evaluation prompts
+    prompts_heldout: list[str] = []  # empty: no held-out evaluation
+    heldout_reward: ComponentSpec | CombinedRewardSpec | None = None  # scored on the held-out videos only
     videos_per_prompt: int
     schedule: ScheduleSection
     train: TrainSection
@@ -217,6 +229,9 @@ class Recipe(BaseModel):
         }
         if self.prompts_probe:  # only when set: runs made before probe prompts existed keep their fingerprint
             prompts["probe"] = self.prompts_probe
+        if self.prompts_heldout:  # likewise
+            prompts["heldout"] = self.prompts_heldout
+        heldout_reward = {"heldout_reward": self.heldout_reward.dump()} if self.heldout_reward is not None else {}
         return {
             "seed": self.seed,
             "model": self.model.dump(),
@@ -229,6 +244,7 @@ class Recipe(BaseModel):
             "schedule": self.schedule.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json"),
             "objective": self.objective.model_dump(mode="json"),
+            **heldout_reward,
         }
 
     def fingerprint(self) -> str:
@@ -242,7 +258,19 @@ _SECTIONS: dict[str, type[_Section]] = {
     "train": TrainSection,
     "objective": ObjectiveSection,
 }
-_TOP_LEVEL = {"seed", "description", "reward_timeout_s", "losses", "reward", "rewards", *_COMPONENT_TABLES, *_SECTIONS}
+_TOP_LEVEL = {
+    "seed",
+    "description",
+    "reward_timeout_s",
+    "losses",
+    "reward",
+    "rewards",
+    "heldout_reward",
+    "heldout_rewards",
+    *_COMPONENT_TABLES,
+    *_SECTIONS,
+}
+_PROMPT_ROLES = {"train": "training", "eval": "evaluation", "probe": "probe"}  # what a held-out prompt may not be
 
 
 class _RecipeValidator(TomlValidator):
@@ -285,7 +313,23 @@ class _RecipeValidator(TomlValidator):
         return schedule, train.model_copy(update=updates)
 
     def prompts(self, prompts: PromptsSection, kind: str) -> list[str]:
-        return self.prompt_list(kind, getattr(prompts, kind), getattr(prompts, f"{kind}_file"))
+        """The prompts of ``kind``; empty when the section sets none (only ``probe`` and ``heldout`` may be unset)."""
+        inline, file = getattr(prompts, kind), getattr(prompts, f"{kind}_file")
+        return [] if (inline, file) == (None, None) else self.prompt_list(kind, inline, file)
+
+    def heldout_overlap(self, prompts: PromptsSection, heldout: list[str], others: dict[str, list[str]]) -> None:
+        """A held-out prompt that the run also trains, probes or evaluates on (exact match after strip) is an error
+        naming it: its held-out score would not be held out."""
+        key = "prompts.heldout" if prompts.heldout is not None else "prompts.heldout_file"
+        overlaps = []
+        for prompt in dict.fromkeys(heldout):
+            roles = [_PROMPT_ROLES[kind] for kind, listed in others.items() if prompt in listed]
+            if roles:
+                overlaps.append(f"{key}: {prompt!r} is also among the {' and '.join(roles)} prompts")
+        shown = overlaps[:5] + ([f"{key}: ... and {len(overlaps) - 5} more"] if len(overlaps) > 5 else [])
+        if overlaps:
+            shown[-1] += "; held-out prompts must be ones the run never trains, probes or evaluates on"
+        self.errors.extend(shown)
 
     def run(self, source: str) -> Recipe:
         self.top_level(_TOP_LEVEL)
@@ -301,6 +345,7 @@ class _RecipeValidator(TomlValidator):
             else:
                 specs[key] = self.component(key, kind, self.data[key])
         specs["reward"] = self.reward()
+        heldout_reward = self.reward("heldout_reward", "heldout_rewards", required=False)
         losses_data = self.data.get("losses")
         losses: list[ComponentSpec | None] = []
         if losses_data is None or losses_data == []:
@@ -312,10 +357,18 @@ class _RecipeValidator(TomlValidator):
             self.duplicate_losses(losses)
         sections = {key: self.section(key, schema) for key, schema in _SECTIONS.items()}
         prompts = sections["prompts"]
-        train_prompts = self.prompts(prompts, "train") if isinstance(prompts, PromptsSection) else []
-        eval_prompts = self.prompts(prompts, "eval") if isinstance(prompts, PromptsSection) else []
-        has_probe = isinstance(prompts, PromptsSection) and (prompts.probe, prompts.probe_file) != (None, None)
-        probe_prompts = self.prompts(prompts, "probe") if has_probe else []
+        listed = {
+            kind: self.prompts(prompts, kind) if isinstance(prompts, PromptsSection) else []
+            for kind in ("train", "eval", "probe", "heldout")
+        }
+        train_prompts, eval_prompts, probe_prompts, heldout_prompts = listed.values()
+        if heldout_prompts:
+            self.heldout_overlap(prompts, heldout_prompts, {kind: listed[kind] for kind in _PROMPT_ROLES})
+        elif heldout_reward is not None and isinstance(prompts, PromptsSection):
+            table = "heldout_reward" if isinstance(heldout_reward, ComponentSpec) else "heldout_rewards"
+            self.errors.append(
+                f"{table}: scored on the held-out prompts only, and the recipe has none: set [prompts] heldout or heldout_file"
+            )
         objective = sections["objective"]
         if isinstance(objective, ObjectiveSection) and specs["reward"] is not None:
             self.objective_weights(objective.weights, specs["reward"])
@@ -343,6 +396,8 @@ class _RecipeValidator(TomlValidator):
             prompts_train=train_prompts,
             prompts_eval=eval_prompts,
             prompts_probe=probe_prompts,
+            prompts_heldout=heldout_prompts,
+            heldout_reward=heldout_reward,
             videos_per_prompt=prompts.videos_per_prompt,
             **specs,
             schedule=sections["schedule"],

@@ -1,5 +1,5 @@
-"""results.json → a markdown report a person can read: one row per model state, one column per dimension; the
-curves plot beside it (`vipkit.curves`)."""
+"""results.json → a markdown report a person can read: one row per model state, one column per dimension (a second
+table for the held-out prompts, when the recipe has them); the curves plot beside it (`vipkit.curves`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ CURVES = "curves.png"  # the training curves and rewards per stage, beside repor
 
 
 def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: teacher, then per stage the pruned and the distilled student."""
+    """Header and rows: teacher, then per stage the pruned and the distilled student; with held-out prompts, their
+    objective and its share of the teacher's in the last two columns (``heldout_table`` has every dimension)."""
     teacher = results["teacher"]
     dims = list(teacher["scores"])
-    header = ["model", "parameters", "% of teacher", "GFLOPs/step", "s/video", "speed-up", *dims, "objective"]
+    heldout = ["held-out objective", "% of teacher's held-out"] if "heldout" in teacher else []
+    header = ["model", "parameters", "% of teacher", "GFLOPs/step", "s/video", "speed-up", *dims, "objective", *heldout]
 
     def row(label: str, entry: dict[str, Any]) -> list[str]:
         share = 100 * entry["parameters"] / teacher["parameters"]
@@ -26,13 +28,46 @@ def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             f"{teacher['seconds_per_video'] / entry['seconds_per_video']:.2f}×",
             *(f"{entry['scores'][d]:.4f}" for d in dims),
             f"{entry['objective']:.4f}",
+            *(_heldout_objective(entry, teacher) if heldout else []),
         ]
 
-    rows = [row("teacher", teacher)]
+    return header, [row(label, entry) for label, entry in _model_states(results)]
+
+
+def _heldout_objective(entry: dict[str, Any], teacher: dict[str, Any]) -> list[str]:
+    """A model state's held-out objective, and its share of the teacher's (in %)."""
+    objective, reference = entry["heldout"]["objective"], teacher["heldout"]["objective"]
+    return [f"{objective:.4f}", f"{100 * objective / reference:.1f}" if reference else ""]
+
+
+def _model_states(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, summary): the teacher, then per stage the pruned and the distilled student."""
+    states = [("teacher", results["teacher"])]
     for stage in results["stages"]:
-        rows.append(row(f"stage {stage['stage']} pruned", stage["pruned"]))
-        rows.append(row(f"stage {stage['stage']} distilled", stage["distilled"]))
-    return header, rows
+        states += [
+            (f"stage {stage['stage']} pruned", stage["pruned"]),
+            (f"stage {stage['stage']} distilled", stage["distilled"]),
+        ]
+    return states
+
+
+def heldout_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The same model states on the held-out prompts: the run's reward per dimension, its objective and that
+    objective's share of the teacher's, then the held-out reward's dimensions (marked *)."""
+    teacher = results["teacher"]["heldout"]
+    dims, extra = list(teacher["scores"]), list(teacher.get("reward", {}))
+    header = ["model", *dims, "objective", "% of teacher's objective", *(f"{d}*" for d in extra)]
+
+    def row(label: str, entry: dict[str, Any]) -> list[str]:
+        heldout = entry["heldout"]
+        return [
+            label,
+            *(f"{heldout['scores'][d]:.4f}" for d in dims),
+            *_heldout_objective(entry, results["teacher"]),
+            *(f"{heldout['reward'][d]:.4f}" for d in extra),
+        ]
+
+    return header, [row(label, entry) for label, entry in _model_states(results)]
 
 
 def timing_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -64,6 +99,23 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def _heldout_part(results: dict[str, Any]) -> list[str]:
+    extra = results["teacher"]["heldout"].get("reward")
+    return [
+        f"## Held-out prompts ({results['heldout_prompts']} videos)",
+        "",
+        "Prompts and seeds the run never trains, probes or evaluates on; the same model states as above.",
+        "",
+        markdown_table(*heldout_table(results)),
+        "",
+        *(
+            ["\\* the held-out reward: scored on these videos only, never used for ranking or curation.", ""]
+            if extra
+            else []
+        ),
+    ]
+
+
 def write_report(results: dict[str, Any], path: Path) -> None:
     """``report.md`` at ``path``, and beside it the plot ``curves.png`` of the metrics.jsonl there and ``results``."""
     from vipkit.atomic import write_text
@@ -80,6 +132,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "",
         "s/video: seconds to generate one video, timed after a warm-up call; speed-up: the teacher's s/video over the row's.",
         "",
+        *(_heldout_part(results) if "heldout_prompts" in results else []),
         "## Where the time went (seconds)",
         "",
         markdown_table(*timing_table(results)),

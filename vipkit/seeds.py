@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-Role = Literal["eval", "train", "probe"]
+Role = Literal["eval", "train", "probe", "heldout"]
 
 MAX_SEED = 2**32 - 1
 _OFFSETS: dict[Role, int] = {
     "eval": 0,  # evaluation videos (reports, importance scoring without probe prompts) and bench videos
     "train": 100_000,  # the training prompts' videos (each prompt videos_per_prompt times)
     "probe": 200_000,  # the probe prompts' videos, ranked by the importance scorer
+    "heldout": 300_000,  # the held-out prompts' videos: scored after every prune and distillation, never used
 }
 
 

@@ -244,39 +244,45 @@ class TomlValidator:
             return None
         return ComponentSpec(kind=kind, key=key, name=name, config=config, weight=float(weight))
 
-    def reward(self) -> ComponentSpec | CombinedRewardSpec | None:
-        """``[reward]`` (one reward) or ``[[rewards]]`` (several, combined), never both."""
-        if ("reward" in self.data) == ("rewards" in self.data):
-            problem = "has both [reward] and [[rewards]]" if "reward" in self.data else "missing table [reward]"
+    def reward(
+        self, single: str = "reward", several: str = "rewards", required: bool = True
+    ) -> ComponentSpec | CombinedRewardSpec | None:
+        """``[reward]`` (one reward) or ``[[rewards]]`` (several, combined), never both; ``single`` and ``several`` name
+        other tables read the same way (a recipe's ``[heldout_reward]`` / ``[[heldout_rewards]]``, optional)."""
+        given = (single in self.data, several in self.data)
+        if given == (True, True) or (given == (False, False) and required):
+            problem = f"has both [{single}] and [[{several}]]" if given[0] else f"missing table [{single}]"
             self.errors.append(
-                f'reward: {problem}; use one [reward] table (a RewardModel: name = "...") for one reward, '
-                'or [[rewards]] tables (each with name and optionally as = "alias") to combine several'
+                f'{single}: {problem}; use one [{single}] table (a RewardModel: name = "...") for one reward, '
+                f'or [[{several}]] tables (each with name and optionally as = "alias") to combine several'
             )
             return None
-        if "reward" in self.data:
-            return self.component("reward", "rewards", self.data["reward"])
-        tables = self.data["rewards"]
+        if not any(given):
+            return None
+        if given[0]:
+            return self.component(single, "rewards", self.data[single])
+        tables = self.data[several]
         if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
-            self.errors.append('rewards: must be one or more [[rewards]] tables, each with name = "..."')
+            self.errors.append(f'{several}: must be one or more [[{several}]] tables, each with name = "..."')
             return None
         parts: dict[str, ComponentSpec] = {}
         for i, table in enumerate(tables):
             options = dict(table)
             alias = options.pop("as", options.get("name"))
-            spec = self.component(f"rewards[{i}]", "rewards", options)
+            spec = self.component(f"{several}[{i}]", "rewards", options)
             if spec is None:
                 continue
             if not isinstance(alias, str) or not alias or "." in alias:
                 self.errors.append(
-                    f"rewards[{i}].as: must be a non-empty name without dots (it prefixes the dimensions: alias.dimension)"
+                    f"{several}[{i}].as: must be a non-empty name without dots (it prefixes the dimensions: alias.dimension)"
                 )
             elif alias in parts:
                 self.errors.append(
-                    f'rewards[{i}].as: {alias!r} is already used by an earlier [[rewards]] table; give each table its own `as = "..."`'
+                    f'{several}[{i}].as: {alias!r} is already used by an earlier [[{several}]] table; give each table its own `as = "..."`'
                 )
             else:
                 parts[alias] = spec
-        return CombinedRewardSpec(parts=parts) if len(parts) == len(tables) else None
+        return CombinedRewardSpec(parts=parts, key=several) if len(parts) == len(tables) else None
 
     def objective_weights(self, weights: dict[str, float], reward: ComponentSpec | CombinedRewardSpec) -> None:
         """``[objective] weights`` name dimensions the reward declares, are >= 0, and not all 0."""
