@@ -136,8 +136,8 @@ def export_model(
     with staged_directory(out) as staging:
         usage = model.export(staging, format, dtype=dtype, provenance=provenance)
         samples = _copy_samples(origin, staging)
-        facts = _card_facts(model, origin, usage.replace("THIS_FOLDER", str(out)), samples, bench_results, provenance)
-        facts.library_name = model.library_name
+        usage = usage.replace("THIS_FOLDER", str(out))
+        facts = _card_facts(model, origin, usage, samples, bench_results, provenance, library_name=model.library_name)
         write_text(staging / "README.md", model_card(facts))
         record = {
             "family": family,
@@ -201,6 +201,7 @@ def _card_facts(
     samples: list[str],
     bench: dict[str, Any] | None,
     provenance: dict[str, Any],
+    library_name: str = "vipkit",
 ) -> Any:
     from vipkit.model_card import CardFacts
 
@@ -209,7 +210,7 @@ def _card_facts(
     return CardFacts(
         family=model.name,
         usage=usage,
-        library_name="vipkit",
+        library_name=library_name,
         base_models=list(provenance.get("base_models", [])),
         parameters=model.num_parameters(),
         removed_blocks=model.removed_blocks,

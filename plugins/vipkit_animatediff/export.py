@@ -32,9 +32,12 @@ def _full_unet(parts: ModelParts) -> UNetMotionModel:
         return UNetMotionModel.from_config(parts.unet.module.config)
 
 
-def full_unet_state(parts: ModelParts, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The UNetMotionModel's whole state dict, zeros where blocks were removed, in ``dtype``."""
-    state = parts.unet.zero_filled_state(_full_unet(parts))
+def full_unet_state(
+    parts: ModelParts, dtype: torch.dtype, full: UNetMotionModel | None = None
+) -> dict[str, torch.Tensor]:
+    """The UNetMotionModel's whole state dict, zeros where blocks were removed, in ``dtype`` (``full``: the unpruned
+    architecture when the caller has built it already)."""
+    state = parts.unet.zero_filled_state(full if full is not None else _full_unet(parts))
     return {key: tensor.to(dtype).contiguous() for key, tensor in state.items()}
 
 
@@ -46,7 +49,8 @@ def export_motion_adapter(
     provenance: Mapping[str, Any],
 ) -> str:
     """The motion modules as a ``MotionAdapter`` folder (config.json + safetensors), removed ones zero."""
-    full_kinds = {block.name: block.kind for block in parts.unet.list_blocks(_full_unet(parts))}
+    full = _full_unet(parts)
+    full_kinds = {block.name: block.kind for block in parts.unet.list_blocks(full)}
     kinds = [name for name in parts.unet.removed if full_kinds[name] not in (MOTION_MODULE, TEMPORAL_BLOCK)]
     if kinds:
         raise VipkitError(
@@ -65,7 +69,7 @@ def export_motion_adapter(
             f"(train.trainable), not only the motion modules, so an adapter on the original SD-1.5 weights would "
             f"compute a different model; export --format {DIFFUSERS} instead (the whole pipeline)"
         )
-    state = full_unet_state(parts, dtype)
+    state = full_unet_state(parts, dtype, full)
     config = parts.unet.module.config
     mid = getattr(parts.unet.module.mid_block, "motion_modules", None)
     with torch.device("meta"):
