@@ -20,7 +20,7 @@ IN_TREE_COMPONENTS = {
     "vipkit_ltx": {"models": ["ltx-video"]},
     "vipkit_shapes": {"rewards": ["shapes"]},
     "vipkit_strategies": {
-        "scorers": ["reward-drop", "param-count"],
+        "scorers": ["reward-drop", "param-count", "prediction-drop", "two-pass"],
         "pruners": ["block"],
         "curators": ["degraded-dimensions"],
     },
