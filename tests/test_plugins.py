@@ -18,7 +18,7 @@ IN_TREE_COMPONENTS = {
     "vipkit_cogvideox": {"models": ["cogvideox"]},
     "vipkit_losses": {"losses": ["redpo", "sft", "kd"]},
     "vipkit_ltx": {"models": ["ltx-video"]},
-    "vipkit_shapes": {"rewards": ["shapes"]},
+    "vipkit_shapes": {"rewards": ["shapes", "shapes-smoothness"]},
     "vipkit_strategies": {
         "scorers": ["reward-drop", "param-count", "prediction-drop", "two-pass"],
         "pruners": ["block"],
@@ -28,6 +28,7 @@ IN_TREE_COMPONENTS = {
     "vipkit_videocrafter2": {"models": ["videocrafter2"]},
     "vipkit_videoscore": {"rewards": ["videoscore"]},
     "vipkit_wan": {"models": ["wan"]},
+    "vipkit_width": {"pruners": ["width"]},
 }
 REGISTER_AND_VALIDATE = """
 import json, sys

@@ -10,15 +10,14 @@ from safetensors.torch import load_file
 
 from vipkit.plugins import load_plugins
 from vipkit_shapes.reward import ShapesReward
-from vipkit_shapes.teacher_checkpoint import read_state
-from vipkit_shapes.teacher_export import export_teacher
-from vipkit_shapes.teacher_model import build_parts
+from vipkit_shapes.teacher_architectures import TEACHERS
+from vipkit_shapes.teacher_checkpoint import architecture, read_state
 from vipkit_shapes.train_teacher import main as train_teacher
 from vipkit_shapes.world import describe, sample_scenes
 
 MODELS = Path(__file__).parents[1] / "models"
 PARAMETERS = {"shapes-teacher": 1_515_304, "shapes-teacher-fast": 395_928}
-ARCHITECTURES = {"shapes-teacher": "shipped", "shapes-teacher-fast": "fast"}  # train_teacher --unet
+ARCHITECTURES = {"shapes-teacher": "shipped", "shapes-teacher-fast": "fast"}  # train_teacher --architecture
 VERSION_KEYS = ("transformers_version", "_diffusers_version")  # of the library that wrote the file, not of the model
 
 
@@ -72,15 +71,16 @@ def _files(folder: Path) -> dict[str, bytes | dict]:
 def test_export_writes_the_shipped_folder_again(name, tmp_path):
     """The training's architecture and export, given a shipped teacher's weights, write that folder file for file."""
     shipped = MODELS / name
+    kind = TEACHERS[ARCHITECTURES[name]]
     with torch.random.fork_rng():
-        parts = build_parts(unet=ARCHITECTURES[name])
+        parts = kind.build()
     parts.text_encoder.load_state_dict(load_file(shipped / "text_encoder" / "model.safetensors"))
     parts.vae.load_state_dict(load_file(shipped / "vae" / "diffusion_pytorch_model.safetensors"))
     parts.vae.register_to_config(
         scaling_factor=json.loads((shipped / "vae" / "config.json").read_text())["scaling_factor"]
     )
-    parts.unet.load_state_dict(load_file(shipped / "unet" / "diffusion_pytorch_model.safetensors"))
-    export_teacher(tmp_path / name, parts, parts.unet)
+    parts.denoiser.load_state_dict(load_file(shipped / "unet" / "diffusion_pytorch_model.safetensors"))
+    kind.export(tmp_path / name, parts, parts.denoiser)
     assert _files(tmp_path / name) == _files(shipped)
 
 
@@ -110,7 +110,9 @@ def test_training_resumes_and_exports_a_loadable_teacher(tmp_path):
         train_teacher(["--out", str(second), "--minutes", "0", "--resume", str(first / "checkpoint"), *common])
         train_teacher(["--export-only", "--resume", str(second / "checkpoint"), "--out", str(exported)])
     before, after = read_state(first / "checkpoint"), read_state(second / "checkpoint")
-    assert after["unet"] == "fast" and after["step"] == before["step"] >= 1  # no time for a step in the second call
+    assert (
+        architecture(after) == "fast" and after["step"] == before["step"] >= 1
+    )  # no time for a step in the second call
     assert len(after["history"]) == len(before["history"]) + 1  # each call ends with an evaluation
     assert (first / "train_log.jsonl").read_text().count('"phase": "done"') == 1
     teacher = load_plugins().registry("models").get("animatediff").from_options({"base": str(exported)})

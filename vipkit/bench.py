@@ -23,6 +23,11 @@ What is kept in ``OUT`` and reused, so a bench never shows a score its matrix wo
 
 Rows that are vipkit models show their provenance (``vipkit.provenance``): "guided by" and "budget".
 Scores go through the same checks and score cache as in ``compress`` (``vipkit.reward_stack``).
+
+A matrix with ``[[recipes]]`` (``vipkit.bench_recipes``) first runs the compressions the folder lacks, each a normal
+run folder ``OUT/runs/FINGERPRINT`` (``Recipe.fingerprint``): a finished one is reused, a killed one resumes, a
+failed one becomes a row marked with its error. Their models and teachers are rows like the others, and
+``vipkit.bench_grid`` reads the rows into the grid "guided by × judged by" (``grid.csv``, ``grid.png``).
 """
 
 from __future__ import annotations
@@ -39,12 +44,14 @@ from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 from vipkit.atomic import write_json, write_text
+from vipkit.bench_grid import HEATMAP, TABLE_CSV, grid, grid_markdown, write_grid_csv, write_heatmap
 from vipkit.bench_matrix import BenchMatrix, BenchModel
+from vipkit.bench_recipes import Compression
 from vipkit.errors import VipkitError
 from vipkit.interfaces import Objective, mean_scores
 from vipkit.media import from_uint8, save_samples, to_uint8
 from vipkit.plugins import Plugins, load_plugins
-from vipkit.provenance import budget, guided_by, reward_part_identity
+from vipkit.provenance import budget, guided_by, recipe_record, reward_part_identity
 from vipkit.report import markdown_table
 from vipkit.reward_stack import reward_stack
 from vipkit.seeds import video_seeds
@@ -57,6 +64,7 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 FORMAT = 3  # 3: rows keyed by content, scores per reward part, videos kept (2: one identity per row and index)
 SAMPLE_VIDEOS = 4
+RUNS = "runs"  # OUT/runs/FINGERPRINT: the run folder of each compression a matrix's [[recipes]] ask for
 SOME_ROWS_FAILED = 3
 """Exit code of ``vipkit bench`` when it finished but some rows failed (the table and bench.json are written, the
 errors listed); 2 stays "nothing was benched" (a bad matrix, a busy or foreign --out), 1 a bug outside any row."""
@@ -135,7 +143,7 @@ class _Bench:
 
     def row(self, index: int, model: BenchModel) -> dict[str, Any]:
         """The row of ``model`` as bench.json shows it: its measures, this matrix's columns, provenance, error."""
-        where = f"models[{index}] ({model.label!r})"
+        where = f"{model.where} ({model.label!r})".lstrip()
         shown: dict[str, Any] = {"label": model.label, "guided_by": "—", "budget": "—", "provenance": None}
         measured: dict[str, Any] = {}
         done: dict[str, Any] = {}
@@ -234,6 +242,42 @@ class _Bench:
             "videos_sha256": _videos_sha256(videos),
         }
 
+    def compressed(self, compression: Compression, where: str) -> BenchModel | dict[str, Any]:
+        """The row model of ``compression``'s final model, compressing first unless its run folder holds a finished
+        run of that recipe (a killed one resumes); a failed compression is a row with its error."""
+        from vipkit.engine import compress
+
+        run = self.out / RUNS / compression.fingerprint
+        if _finished_run(run, compression.fingerprint):
+            self.log(f"{compression.label}: reusing its finished compression ({run})")
+            return BenchModel(compression.label, path=run / "model", where=where)
+        started = (run / "resolved.json").exists()
+        self.log(f"{compression.label}: {'resuming' if started else 'running'} its compression in {run}")
+        try:
+            self._step(
+                f"{where} ({compression.label!r})",
+                "compressing",
+                compress,
+                compression.recipe,
+                compression.text,
+                run,
+                lambda line: self.log(f"{compression.label}: {line}"),
+            )
+        except _RowFailed as failed:
+            record = recipe_record(compression.recipe)
+            return {
+                "label": compression.label,
+                "guided_by": guided_by(record),
+                "budget": budget(record),
+                "provenance": record,
+                "parameters": None,
+                "seconds_per_video": None,
+                "scores": {},
+                "objective": None,
+                "error": str(failed),
+            }
+        return BenchModel(compression.label, path=run / "model", where=where)
+
     def _step(self, where: str, what: str, call: Callable[..., Any], *args: Any) -> Any:
         """``call(*args)``; any exception (not Ctrl-C) becomes this row's one-paragraph error."""
         try:
@@ -264,13 +308,19 @@ def run_bench(
     for sub in ("models", "videos", "samples", "cache/scores"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     bench = _Bench(matrix, out, log, debug, plugins or load_plugins())
+    entries: list[BenchModel | dict[str, Any]] = list(matrix.models)
+    entries += [
+        bench.compressed(compression, f"{recipe.key} seed {compression.seed}")
+        for recipe in matrix.recipes
+        for compression in recipe.compressions
+    ]
     rows = []
-    for index, model in enumerate(matrix.models):
-        rows.append(bench.row(index, model))
+    for index, entry in enumerate(entries):
+        rows.append(bench.row(index, entry) if isinstance(entry, BenchModel) else entry)
         row = rows[-1]
         if row["objective"] is not None:
             log(
-                f"{model.label}: objective {row['objective']:.4f} · "
+                f"{row['label']}: objective {row['objective']:.4f} · "
                 + " · ".join(f"{k} {v:.4f}" for k, v in row["scores"].items())
             )
     results = {
@@ -283,6 +333,15 @@ def run_bench(
         "models": rows,
         "failed": [row["label"] for row in rows if row["error"]],
     }
+    if matrix.recipes:
+        results["compressions"] = {
+            compression.label: str(out / RUNS / compression.fingerprint)
+            for recipe in matrix.recipes
+            for compression in recipe.compressions
+        }
+        results["grid"] = grid(matrix, rows, [(part.alias or part.spec.name, part.columns) for part in bench.parts])
+        write_grid_csv(results, out / TABLE_CSV)
+        write_heatmap(results, out / HEATMAP)
     write_json(out / "bench.json", results)
     write_text(out / "bench.md", bench_markdown(results))
     write_text(out / "bench.svg", bar_chart_svg(results))
@@ -290,13 +349,30 @@ def run_bench(
 
 
 def bench_markdown(results: dict[str, Any]) -> str:
-    """bench.md: the table, the plot, and each failed row's error with what re-running does."""
-    text = f"# vipkit bench: {results['matrix']}\n\n{markdown_table(*bench_table(results))}\n\n![scores](bench.svg)\n"
+    """bench.md: the grid (when the matrix has [[recipes]]), the table, the plot, and each failed row's error with what
+    re-running does."""
+    text = f"# vipkit bench: {results['matrix']}\n\n"
+    if "grid" in results:
+        text += grid_markdown(results) + "\n## Every model\n\n"
+    text += f"{markdown_table(*bench_table(results))}\n\n![scores](bench.svg)\n"
     failed = [row for row in results["models"] if row.get("error")]
     if failed:
         text += "\n## Failed rows\n\n" + "".join(f"- **{row['label']}**: {row['error']}\n" for row in failed)
         text += "\nRe-running the same command retries them; what the other rows measured is reused.\n"
     return text
+
+
+def _finished_run(run: Path, fingerprint: str) -> bool:
+    """Whether ``run`` holds a finished run of the recipe with ``fingerprint`` (its results and final model)."""
+    from vipkit.saved_model import MANIFEST
+
+    try:
+        results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(results, dict) and results.get("fingerprint") == fingerprint and (run / "model" / MANIFEST).is_file()
+    )
 
 
 def _stored_row(path: Path, identity: dict[str, Any], log: Log) -> dict[str, Any] | None:

@@ -2,19 +2,23 @@
 
 The same TOML vocabulary as a recipe: ``[[models]]`` tables are ``[model]`` tables with a ``label``
 (or ``label`` + ``path`` of a folder saved by ``vipkit compress``), ``[reward]`` or ``[[rewards]]``,
-``[prompts] eval`` / ``eval_file``, ``[objective]`` and ``seed``. Every problem is reported with its key.
+``[prompts] eval`` / ``eval_file``, ``[objective]`` and ``seed``. ``[[recipes]]`` tables (``vipkit.bench_recipes``)
+add the models that compressions make, for the grid "guided by × judged by" (``vipkit.bench_grid``); their teacher,
+each recipe's ``[model]``, is a row too. Every problem is reported with its key.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vipkit.bench_recipes import BenchRecipe, read_bench_recipe
 from vipkit.errors import VipkitError
 from vipkit.export import EXPORT_MANIFEST, find_model
 from vipkit.interfaces import VideoModel
@@ -34,7 +38,17 @@ from vipkit.validation import (
 )
 from vipkit.weights import file_digests
 
-_TOP_LEVEL = {"seed", "description", "reward_timeout_s", "prompts", "models", "reward", "rewards", "objective"}
+_TOP_LEVEL = {
+    "seed",
+    "description",
+    "reward_timeout_s",
+    "prompts",
+    "models",
+    "recipes",
+    "reward",
+    "rewards",
+    "objective",
+}
 
 
 class MatrixError(ProblemsError):
@@ -65,6 +79,7 @@ class BenchModel:
     label: str
     spec: ComponentSpec | None = None
     path: Path | None = None
+    where: str = field(default="", kw_only=True)  # where the matrix asks for it, for messages: "models[1]", ...
 
     def identity(self, plugins: Plugins) -> dict[str, Any]:
         """What makes this row's videos what they are, by content, with the family plugin's version.
@@ -152,15 +167,20 @@ class BenchMatrix:
     reward: ComponentSpec | CombinedRewardSpec
     objective: ObjectiveSection
     reward_timeout_s: float = DEFAULT_REWARD_TIMEOUT_S
+    recipes: tuple[BenchRecipe, ...] = ()
+    teachers: dict[str, str] = field(default_factory=dict)  # each [[recipes]] label -> its teacher's row label
 
 
 class _MatrixValidator(TomlValidator):
     def models(self) -> list[BenchModel]:
         tables = self.data.get("models")
+        if tables is None and "recipes" in self.data:
+            return []
         if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
             self.errors.append(
                 'models: add one [[models]] table per model, each with `label = "..."` and either a [model] table\'s '
-                'options (name = "animatediff", ...) or `path = "<a folder saved by vipkit compress>"`'
+                'options (name = "animatediff", ...) or `path = "<a folder saved by vipkit compress>"`; or [[recipes]] '
+                "tables whose compressions the bench runs"
             )
             return []
         found: list[BenchModel] = []
@@ -178,7 +198,7 @@ class _MatrixValidator(TomlValidator):
             if path is None:
                 spec = self.component(key, "models", options)
                 if spec is not None:
-                    found.append(BenchModel(label, spec=spec))
+                    found.append(BenchModel(label, spec=spec, where=key))
             elif not isinstance(path, str):
                 self.errors.append(f"{key}.path: must be a string (a folder saved by vipkit compress), got {path!r}")
             elif options:
@@ -191,8 +211,65 @@ class _MatrixValidator(TomlValidator):
                     f"{EXPORT_MANIFEST}); point at RUN/model, RUN/stages/stage-NNN/model or a `vipkit export` folder"
                 )
             else:
-                found.append(BenchModel(label, path=self.base_dir / path))
+                found.append(BenchModel(label, path=self.base_dir / path, where=key))
         return found
+
+    def recipes(self) -> list[BenchRecipe]:
+        tables = self.data.get("recipes")
+        if tables is None:
+            return []
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+            self.errors.append(
+                'recipes: one [[recipes]] table per compression, each with `label = "..."` and `recipe = "<file>"`'
+            )
+            return []
+        found: list[BenchRecipe] = []
+        by_fingerprint: dict[str, tuple[BenchRecipe, str]] = {}
+        for i, table in enumerate(tables):
+            recipe = read_bench_recipe(f"recipes[{i}]", table, self.base_dir, self.plugins, self.errors)
+            if recipe is None:
+                continue
+            if recipe.label in {r.label for r in found}:
+                self.errors.append(f"{recipe.key}.label: {recipe.label!r} is already the label of an earlier recipe")
+                continue
+            for compression in recipe.compressions:
+                other, label = by_fingerprint.setdefault(compression.fingerprint, (recipe, compression.label))
+                if other is not recipe:
+                    self.errors.append(
+                        f"{recipe.key}: seed {compression.seed} is the same compression as {other.key} ({label!r}, "
+                        f"recipe fingerprint {compression.fingerprint}); give it other rewards or options, or remove it"
+                    )
+            found.append(recipe)
+        return found
+
+    def teachers(self, models: list[BenchModel], recipes: list[BenchRecipe]) -> dict[str, str]:
+        """Each recipe's teacher row: a ``[[models]]`` row with the same ``[model]`` options, else one added to
+        ``models`` ("teacher", or "teacher of LABEL" when the recipes start from several models); labels checked."""
+        distinct = {json.dumps(r.teacher.dump(), sort_keys=True) for r in recipes}
+        teachers: dict[str, str] = {}
+        for recipe in recipes:
+            options = recipe.teacher.dump()
+            row = next((m for m in models if m.spec is not None and m.spec.dump() == options), None)
+            if row is None:
+                label = "teacher" if len(distinct) == 1 else f"teacher of {recipe.label}"
+                if any(m.label == label for m in models):
+                    self.errors.append(
+                        f"models: {label!r} names a row of its own, and is the label of {recipe.key}'s teacher (its "
+                        "recipe's [model]); rename that row, or give it the recipe's [model] options to be the teacher"
+                    )
+                    continue
+                row = BenchModel(label, spec=recipe.teacher, where=f"{recipe.key} (its recipe's [model])")
+                models.append(row)
+            teachers[recipe.label] = row.label
+        labels = {m.label for m in models}
+        for recipe in recipes:
+            for compression in recipe.compressions:
+                if compression.label in labels:
+                    self.errors.append(
+                        f"{recipe.key}: the row of seed {compression.seed} would be labelled {compression.label!r}, "
+                        "the label of another row; rename one of them"
+                    )
+        return teachers
 
     def prompts(self) -> list[str]:
         section = self.section("prompts", BenchPrompts)
@@ -201,14 +278,15 @@ class _MatrixValidator(TomlValidator):
     def matrix(self, source: str) -> BenchMatrix:
         self.top_level(_TOP_LEVEL)
         seed, reward_timeout_s = self.seed(), self.reward_timeout()
-        models, prompts, reward = self.models(), self.prompts(), self.reward()
+        models, recipes, prompts, reward = self.models(), self.recipes(), self.prompts(), self.reward()
+        teachers = self.teachers(models, recipes)
         objective = self.section("objective", ObjectiveSection)
         if objective is not None and reward is not None:
             self.objective_weights(objective.weights, reward)
         if self.errors:
             raise MatrixError(source, self.errors)
         assert reward is not None and objective is not None
-        return BenchMatrix(source, seed, prompts, models, reward, objective, reward_timeout_s)
+        return BenchMatrix(source, seed, prompts, models, reward, objective, reward_timeout_s, tuple(recipes), teachers)
 
 
 def load_matrix(path: str | Path, plugins: Plugins | None = None) -> BenchMatrix:
@@ -217,18 +295,21 @@ def load_matrix(path: str | Path, plugins: Plugins | None = None) -> BenchMatrix
     data = parse_toml(read_text(path, "bench matrix"), str(path), MatrixError)
     if not data:
         raise VipkitError(
-            f"{path}: the bench matrix is empty; it needs [[models]], [reward] (or [[rewards]]) and [prompts] eval"
+            f"{path}: the bench matrix is empty; it needs [[models]] (or [[recipes]]), [reward] (or [[rewards]]) and "
+            "[prompts] eval"
         )
     return _MatrixValidator(data, path.parent, plugins or load_plugins()).matrix(str(path))
 
 
 def is_matrix(path: Path) -> bool:
-    """Whether ``path`` holds a bench matrix (``[[models]]`` tables) rather than a recipe; an unreadable file is not."""
+    """Whether ``path`` holds a bench matrix (``[[models]]`` or ``[[recipes]]`` tables) rather than a recipe; an
+    unreadable file is not."""
     try:
         text = read_text(path, "file")
     except VipkitError:
         return False
     try:
-        return isinstance(tomllib.loads(text).get("models"), list)
+        data = tomllib.loads(text)
+        return any(isinstance(data.get(key), list) for key in ("models", "recipes"))
     except tomllib.TOMLDecodeError:  # told apart all the same, so that its syntax error calls it a bench matrix
-        return re.search(r"^\s*\[\[\s*models\s*\]\]", text, re.MULTILINE) is not None
+        return re.search(r"^\s*\[\[\s*(models|recipes)\s*\]\]", text, re.MULTILINE) is not None

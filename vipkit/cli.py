@@ -126,7 +126,9 @@ def _plan_table(recipe) -> Table:  # noqa: ANN001 (Recipe, imported lazily)
     for i, loss in enumerate(recipe.losses):
         table.add_row(f"losses[{i}]", json.dumps(loss.dump()))
     table.add_row(
-        "stages", f"{recipe.schedule.stages} × prune blocks of kinds {', '.join(recipe.schedule.block_kinds)}"
+        "stages",
+        f"{recipe.schedule.stages} × prune blocks of kinds {', '.join(recipe.schedule.block_kinds)} (each stage's "
+        "parameter and FLOPs budget: the 'stage N prunes' lines below)",
     )
     probe = (
         f"{len(recipe.prompts_probe)} probe videos"
@@ -176,7 +178,7 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="recipe or bench matrix files to check")],
     overrides: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
-    """Check recipes and bench matrices (files with \\[\\[models]]) without loading any model; every problem is listed with its key."""
+    """Check recipes and bench matrices (files with \\[\\[models]] or \\[\\[recipes]]) without loading any model; every problem is listed with its key."""
     from vipkit.bench_matrix import is_matrix, load_matrix
     from vipkit.errors import VipkitError
     from vipkit.recipe import load_recipe
@@ -284,7 +286,8 @@ def bench(
         typer.Option(
             "--matrix",
             "-m",
-            help="the bench matrix (TOML): labelled models, rewards and evaluation prompts (README: vipkit bench)",
+            help="the bench matrix (TOML): labelled models and recipes to compress, rewards and evaluation prompts "
+            "(README: vipkit bench)",
         ),
     ],
     out: Annotated[
@@ -292,10 +295,12 @@ def bench(
     ] = None,
 ) -> None:
     """Score several models (e.g. the teacher and compressed ones) with the same rewards, prompts and seeds: one table,
-    one plot. A row that fails is shown with its error while the others complete (exit code 3); re-running retries it.
+    one plot. A matrix with \\[\\[recipes]] first runs the compressions it lacks, then adds the grid "guided by × judged
+    by". A row that fails is shown with its error while the others complete (exit code 3); re-running retries it.
     """
     from vipkit import progress
-    from vipkit.bench import SOME_ROWS_FAILED, bench_table, run_bench
+    from vipkit.bench import RUNS, SOME_ROWS_FAILED, bench_table, run_bench
+    from vipkit.bench_grid import HEATMAP, TABLE_CSV, grid_table
     from vipkit.bench_matrix import load_matrix
     from vipkit.report import markdown_table
 
@@ -303,9 +308,15 @@ def bench(
 
     def kept() -> str:
         measured = len(list((out / "models").glob("*.json"))) if (out / "models").is_dir() else 0
-        if not measured:
+        runs = len(list((out / RUNS).glob("*/resolved.json"))) if (out / RUNS).is_dir() else 0
+        compressions = (
+            f" and {runs} compression run folder(s) in {out / RUNS} (a finished one is reused, another resumes)"
+        )
+        if not measured and not runs:
             return f"No model was measured in {out} yet"
-        return f"Kept in {out}: the videos and scores of the {measured} model(s) measured so far, each file whole"
+        return f"Kept in {out}: the videos and scores of the {measured} model(s) measured so far, each file whole" + (
+            compressions if runs else ""
+        )
 
     with _reported(kept, "run the same command again: it reuses the videos and scores already measured"):
         resolved = load_matrix(matrix)
@@ -316,8 +327,13 @@ def bench(
                 log=lambda line: bars.console.print(escape(line), highlight=False, soft_wrap=True),
                 debug=_debug,
             )
+    if "grid" in results:
+        print(markdown_table(*grid_table(results)) + "\n")
     print(markdown_table(*bench_table(results)))
-    where = escape(f"table in {out / 'bench.md'}, plot in {out / 'bench.svg'}, scores in {out / 'bench.json'}")
+    where = escape(
+        f"table in {out / 'bench.md'}, plot in {out / 'bench.svg'}, scores in {out / 'bench.json'}"
+        + (f", grid in {out / TABLE_CSV} and {out / HEATMAP}" if "grid" in results else "")
+    )
     failed = [row for row in results["models"] if row["error"]]
     if not failed:
         console.print(f"[green]done[/]: {where}", soft_wrap=True)
@@ -347,6 +363,87 @@ def _bench_lock(out: Path) -> Iterator[None]:
     with FolderLock.acquire(out, "bench"):
         (out / "models").mkdir(exist_ok=True)  # what run_bench makes first: a folder with only the lock is no bench
         yield
+
+
+@app.command()
+def sweep(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="the sweep file (TOML): recipe, seeds, variants, optional \\[curve] (README: sweep)"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="sweep folder (default runs/sweep-<file or recipe name>)")
+    ] = None,
+    recipe: Annotated[
+        Path | None, typer.Option("--recipe", "-r", help="without a sweep file: the recipe every run starts from")
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option("--seeds", help="run seeds 0 to N-1 (replaces the sweep file's seeds)")
+    ] = None,
+    variants: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            help="without a sweep file: NAME or NAME:KEY=VALUE (repeat for more keys or variants; the first is the "
+            "baseline)",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate every run's recipe, show what would run, run nothing")
+    ] = False,
+) -> None:
+    """Run a recipe under several seeds and variants: mean, spread and 95 % t-intervals per dimension, differences
+    from the baseline seed by seed; sweep.md, sweep.json, sweep.csv, plots. Re-running reuses finished runs and resumes
+    the others; a run that fails shows its error while the others complete (exit code 3)."""
+    from vipkit import progress
+    from vipkit.errors import VipkitError
+    from vipkit.sweep import SOME_RUNS_FAILED, check_folder, run_status, run_sweep, sweep_kept
+    from vipkit.sweep_plan import load_sweep, sweep_from_options
+    from vipkit.sweep_report import section_markdown
+    from vipkit.sweep_summary import primary
+
+    given = file or recipe
+    out = out or Path("runs") / f"sweep-{given.stem if given else 'sweep'}"
+    kept = None if dry_run else lambda: sweep_kept(out)
+    with _reported(kept, "run the same command again: finished runs are reused, the others resume"):
+        if (file is None) == (recipe is None) or (file is not None and variants):
+            raise VipkitError(
+                "give a sweep file (`vipkit sweep FILE`), or a recipe with --recipe and its variants with --variant "
+                "(and --seeds); not both"
+            )
+        if file is not None:
+            plan = load_sweep(file, seeds)
+        else:
+            plan = sweep_from_options(recipe, 3 if seeds is None else seeds, variants or [])
+        if dry_run:
+            check_folder(plan, out)
+            for run, status in run_status(plan, out):
+                console.print(escape(f"{run.label}: {status} ({run.folder(out)})"), highlight=False, soft_wrap=True)
+            console.print(f"dry run: {len(plan.runs)} runs check out, nothing was run", highlight=False)
+            return
+        with progress.display() as bars:
+            results = run_sweep(
+                plan,
+                out,
+                log=lambda line: bars.console.print(escape(line), highlight=False, soft_wrap=True),
+                debug=_debug,
+            )
+    if any(run["status"] == "finished" for run in results["runs"]):
+        print(section_markdown(results, primary(results)))
+    where = escape(f"tables in {out / 'sweep.md'}, every run in {out / 'sweep.csv'}, plots beside them")
+    if not results["failed"]:
+        console.print(f"[green]done[/]: {where}", soft_wrap=True)
+        return
+    console.print(
+        escape(
+            f"{len(results['failed'])} of {len(results['runs'])} runs failed ({', '.join(results['failed'])}; their "
+            f"errors are in sweep.md); the statistics cover the runs that finished; {where}. Run the same command "
+            "again to retry them: the finished runs are reused."
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(SOME_RUNS_FAILED)
 
 
 @app.command()

@@ -12,12 +12,15 @@ same zeros the removed branch returned (exact, at the branch's cost in plain dif
 in order and the generation settings: vipkit loads the folder back with the original block names (a run's later
 stages and the stored pruning decisions refer to them) and removes the zeroed branches again. A pipeline folder
 without it (the hub's, anyone's) loads with its blocks numbered as they are, all-zero blocks and branches removed.
+A width-pruned transformer (layers narrower than its config says, ``resized_layers`` in the manifest) keeps its
+smaller tensors: plain ``from_pretrained`` refuses them with a shape error, never loading another model, and vipkit
+gives those layers their recorded shapes before loading them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,6 +35,7 @@ from vipkit.errors import VipkitError
 from vipkit.model_source import ModelSource, model_source
 from vipkit.prunable import PassThrough
 from vipkit.weights import check_weight_folder, forget_source_paths, scrub_source_paths
+from vipkit.width_shapes import LayerRecord, renamed, resize_layers
 
 if TYPE_CHECKING:
     from vipkit.dit_kit import BlockLayout, DiTFamily
@@ -58,7 +62,10 @@ def write_pipeline_folder(
     layout, module = family.layout, parts.transformer.module
     kept = kept_positions(module, layout)
     state = reindexed_state(parts, layout, kept)
-    _holding(module, state, dtype, **{layout.layers_key: len(kept)}).save_pretrained(directory / "transformer")
+    resized = parts.transformer.resized  # width pruning's narrower layers, by their original block numbers
+    renumber = _renumbering(layout.block_list, {old: new for new, old in enumerate(kept)})
+    shell = _holding(module, state, dtype, renamed(resized, renumber), **{layout.layers_key: len(kept)})
+    shell.save_pretrained(directory / "transformer")
     for name in FROZEN_COMPONENTS:
         _save_component(parts.components[name], directory / name, dtype)
     family.pipeline().save_config(directory)  # model_index.json
@@ -69,6 +76,7 @@ def write_pipeline_folder(
         layout.layers_key: int(module.config[layout.layers_key]),
         "kept_blocks": kept,
         "removed_blocks": parts.transformer.removed,
+        **({"resized_layers": resized} if resized else {}),
         "generation_settings": settings,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -101,11 +109,19 @@ def _renumbering(block_list: str, position: dict[int, int]) -> Callable[[str], s
     return renamed
 
 
-def _holding(model: Any, state: dict[str, torch.Tensor], dtype: torch.dtype, **config: Any) -> Any:
-    """A diffusers model of ``model``'s class and config (with ``config`` changed) holding ``state`` cast to ``dtype``:
-    cast copies are assigned (no random initialisation), ``model`` is untouched."""
+def _holding(
+    model: Any,
+    state: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    resized: Mapping[str, LayerRecord] | None = None,
+    **config: Any,
+) -> Any:
+    """A diffusers model of ``model``'s class and config (with ``config`` changed, and the ``resized`` layers' narrower
+    shapes) holding ``state`` cast to ``dtype``: cast copies are assigned (no random initialisation), ``model`` is
+    untouched."""
     with init_empty_weights():
         shell = type(model).from_config(model.config, **config)
+    resize_layers(shell, resized or {})
     cast = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state.items()}
     shell.load_state_dict(cast, strict=True, assign=True)
     return shell
@@ -176,14 +192,15 @@ def _saved_transformer(directory: Path, layout: BlockLayout, manifest: dict[str,
 
     class_name = json.loads((directory / "transformer" / "config.json").read_text())["_class_name"]
     transformer_class = getattr(diffusers, class_name)
-    saved = transformer_class.from_pretrained(directory / "transformer", dtype=dtype, use_safetensors=True)
+    config = transformer_class.load_config(directory / "transformer")
     with init_empty_weights():  # parameters on the meta device (buffers real): the saved tensors are assigned
-        module = transformer_class.from_config(saved.config, **{layout.layers_key: manifest[layout.layers_key]})
+        module = transformer_class.from_config(config, **{layout.layers_key: manifest[layout.layers_key]})
     prunable = prunable_transformer(module, layout)
     for name in manifest["removed_blocks"]:
         prunable.remove(name, keep_original=False)
+    prunable.resize(manifest.get("resized_layers", {}))  # width-pruned layers: narrower than the config says
     renumber = _renumbering(layout.block_list, dict(enumerate(manifest["kept_blocks"])))
-    state = {renumber(key): tensor for key, tensor in saved.state_dict().items()}
+    state = {renumber(key): tensor.to(dtype) for key, tensor in _saved_tensors(directory / "transformer").items()}
     own = module.state_dict().keys()
     removed = tuple(f"{name}." for name in manifest["removed_blocks"])
     unexplained = [key for key in state.keys() - own if not key.startswith(removed)]
@@ -191,6 +208,14 @@ def _saved_transformer(directory: Path, layout: BlockLayout, manifest: dict[str,
         raise VipkitError(f"{directory / 'transformer'} holds tensors its manifest does not explain: {unexplained[:3]}")
     module.load_state_dict({key: state[key] for key in own}, strict=True, assign=True)
     return prunable
+
+
+def _saved_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a diffusers model folder's safetensors files (one file or shards), read as stored: diffusers'
+    own loader would refuse a width-pruned layer for not having the shape its config says."""
+    from safetensors.torch import load_file
+
+    return {key: tensor for file in sorted(folder.glob("*.safetensors")) for key, tensor in load_file(file).items()}
 
 
 def _guarded(source: ModelSource, what: str, build: Callable[[], T]) -> T:

@@ -26,6 +26,7 @@ from vipkit.failures import advice, describe
 from vipkit.faults import fault_point
 from vipkit.generation_cache import GenerationCache
 from vipkit.interfaces import (
+    BlockImportance,
     CandidateVideos,
     Generation,
     ImportanceScorer,
@@ -129,8 +130,8 @@ class Compression:
         self.objective = Objective(dict(recipe.objective.weights))
         self.eval_prompts = recipe.prompts_eval
         self.eval_seeds = video_seeds(recipe.seed, "eval", len(self.eval_prompts))
-        self.probe_prompts = recipe.prompts_probe or self.eval_prompts
-        self.probe_seeds = video_seeds(recipe.seed, "probe", len(recipe.prompts_probe)) or self.eval_seeds
+        # without probe prompts: the evaluation prompts, this very list (``probe`` reuses the evaluation videos)
+        self.probe_prompts, self.probe_seeds = recipe.probe_videos()
         k = recipe.videos_per_prompt
         self.train_prompts = [p for p in recipe.prompts_train for _ in range(k)]
         self.train_seeds = video_seeds(recipe.seed, "train", len(self.train_prompts))
@@ -143,9 +144,10 @@ class Compression:
         self._trained = False  # whether a stage so far took a training step (what a saved model records)
 
     # -- evaluation ---------------------------------------------------------------------------
-    def _state(self, model: VideoModel) -> tuple[str, frozenset[str]]:
-        """What a model's videos depend on besides prompt and seed: its weights and its removed blocks."""
-        return self._weights, frozenset(model.removed_blocks)
+    def _state(self, model: VideoModel) -> tuple[str, frozenset[str], int]:
+        """What a model's videos depend on besides prompt and seed: its weights, its removed blocks and its size (which
+        width pruning changes without removing a block)."""
+        return self._weights, frozenset(model.removed_blocks), model.num_parameters()
 
     def eval_videos(self, model: VideoModel) -> Generation:
         """The evaluation videos of ``model``; the run's latest ones when the model has not changed since (the
@@ -160,7 +162,7 @@ class Compression:
         if self._teacher_eval is None:
             with self.times.phase("teacher videos"):
                 videos = self.teacher_cache.generate(self.parts.teacher, self.eval_prompts, self.eval_seeds)
-            self._latest_eval = (("teacher", frozenset()), videos)
+            self._latest_eval = (self._state(self.parts.teacher), videos)
             with self.times.phase("evaluation"):
                 self._teacher_eval = (videos, sharded.score(self.parts.reward, videos.videos, self.eval_prompts))
         return self._teacher_eval
@@ -216,22 +218,16 @@ class Compression:
     # -- one stage ----------------------------------------------------------------------------
     def prune_and_curate(self, student: VideoModel, stage: int) -> dict[str, Any]:
         """Rank, prune, find degraded dimensions, build pairs; stored before any training."""
-        kinds = self.recipe.schedule.block_kinds
-        candidates = student.blocks_of(kinds)
-        if not candidates:
-            raise VipkitError(
-                f"stage {stage}: no block of the kinds {sorted(kinds)} is left to prune (schedule.block_kinds); "
-                f"the model has: {sorted({b.kind for b in student.blocks()}) or 'no prunable blocks'}"
-            )
+        pruner = self.parts.pruner
         times = PhaseTimes()
         with times.phase("importance scoring"):
-            self.log(f"stage {stage}: ranking {len(candidates)} candidate blocks with {self.parts.scorer.name}")
-            ranking = self.parts.scorer.rank(student, candidates, self.probe, self.objective)
+            pruner.begin_stage(self.parts.plan, stage)
+            ranking = self.rank(student, stage) if pruner.uses_ranking else []
             params_before = student.num_parameters()
-            self.parts.pruner.begin_stage(self.parts.plan, stage)
-            removed = self.parts.pruner.apply(student, ranking)
+            removed = pruner.apply(student, ranking)
         self.log(
-            f"stage {stage}: removed {len(removed)} blocks, {params_before:,} → {student.num_parameters():,} parameters"
+            f"stage {stage}: {pruner.name} pruned {len(removed)} blocks or layers, {params_before:,} → "
+            f"{student.num_parameters():,} parameters"
         )
         with times.phase("evaluation"):
             pruned = self.summary(student, f"stage {stage} pruned", f"stage-{stage:03d}-pruned")
@@ -273,6 +269,18 @@ class Compression:
                 write_json(staging / "prune.json", record | _phases(times))
         distributed.barrier()  # the other ranks read the pairs back from disk
         return record | _phases(times)
+
+    def rank(self, student: VideoModel, stage: int) -> list[BlockImportance]:
+        """The scorer's ranking of the stage's candidate blocks."""
+        kinds = self.recipe.schedule.block_kinds
+        candidates = student.blocks_of(kinds)
+        if not candidates:
+            raise VipkitError(
+                f"stage {stage}: no block of the kinds {sorted(kinds)} is left to prune (schedule.block_kinds); "
+                f"the model has: {sorted({b.kind for b in student.blocks()}) or 'no prunable blocks'}"
+            )
+        self.log(f"stage {stage}: ranking {len(candidates)} candidate blocks with {self.parts.scorer.name}")
+        return self.parts.scorer.rank(student, candidates, self.probe, self.objective)
 
     def distil(self, student: VideoModel, stage: int, record: dict[str, Any]) -> dict[str, Any]:
         times = PhaseTimes()
@@ -321,8 +329,8 @@ class Compression:
         if (pairs_dir / "prune.json").exists():
             record = json.loads((pairs_dir / "prune.json").read_text(encoding="utf-8"))
             self.log(f"stage {stage}: reusing the stored pruning decision and {record['pairs']} pairs")
-            for name in record["removed_blocks"]:
-                student.remove_block(name)
+            self.parts.pruner.begin_stage(self.parts.plan, stage)
+            self.parts.pruner.replay(student, record["removed_blocks"])
         else:
             record = self.prune_and_curate(student, stage)
         return self.distil(student, stage, record)
@@ -491,6 +499,8 @@ def prepare(recipe: Recipe, plugins: Plugins, log: Log) -> BuiltRecipe:
     )
     parts = BuiltRecipe.build(recipe, plugins)
     parts.plan = check_plan(recipe, parts)
+    for stage in range(1, recipe.schedule.stages + 1):
+        log(f"stage {stage} prunes: {parts.pruner.describe_stage(parts.plan, stage)}")
     return parts
 
 

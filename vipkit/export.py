@@ -118,6 +118,7 @@ def export_model(
             f"--format {format!r} is not a format of {family} models"
             + (f"; choose one of {known}" if known else f": the {family} family exports no formats")
         )
+    _refuse_resized(manifest, format, origin.model)
     if dtype is not None and dtype not in DTYPES:
         raise VipkitError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     out = Path(out).expanduser()
@@ -153,6 +154,25 @@ def export_model(
         }
         write_json(staging / EXPORT_MANIFEST, record)
     return record
+
+
+def _refuse_resized(manifest: dict[str, Any], format: str, model: Path) -> None:
+    """A width-pruned model (``resized_layers`` in its manifest) has no export: every format writes its family's
+    architecture config, which holds one head count and one feed-forward width for all layers of a kind, so a plain
+    loader would refuse the narrower weights; padded with zeros they would at best compute the same model at the full
+    cost (and another one where a norm spans all heads, as Wan's query and key norms do)."""
+    resized = manifest.get("resized_layers") or {}
+    if not resized:
+        return
+    path, record = next(iter(resized.items()))
+    example = ", ".join(f"{key} {value}" for key, value in record.get("attributes", {}).items())
+    raise VipkitError(
+        f"--format {format!r} cannot hold this model: width pruning made {len(resized)} of its layers narrower than its "
+        f"{manifest.get('family')} architecture's config says (e.g. {path}{f': {example}' if example else ''}), and the "
+        "format's config holds one width per kind of layer, so a plain loader would refuse the weights or build another "
+        f'model. Load the model folder itself instead: vipkit.load("{model}"), or [model] base = "{model}" in a recipe '
+        "or bench matrix (it keeps the smaller layers and their speed-up)."
+    )
 
 
 def write_model_card(model: VideoModel, model_dir: Path) -> None:

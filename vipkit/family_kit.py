@@ -13,12 +13,14 @@ family module that imports this one registers without torch.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from vipkit.errors import VipkitError
+from vipkit.generation_speed import GenerationCompile
 from vipkit.interfaces import Block, Config, Generation, VideoModel
 from vipkit.model_source import DEVICE_PATTERN
 
@@ -57,6 +59,18 @@ class FamilyConfig(Config):
         description="Torch device ('cpu', 'cuda', 'cuda:1', ...); 'auto' = cuda if available, else cpu.",
     )
     generation_batch_size: int = Field(4, gt=0, description="Videos generated together.")
+    generation_compile: GenerationCompile = Field(
+        "off",
+        description="While generating, run each repeated block of the denoiser (and of the family's other generation "
+        "modules, e.g. a VAE decoder) through torch.compile in this mode, compiled once per block class and shape "
+        "(regional compilation: removing blocks compiles nothing new); the first videos pay for the compilation "
+        "(minutes at full size, once per process). 'off': eager; 'max-autotune-no-cudagraphs' tunes kernels longer.",
+    )
+    generation_channels_last: bool = Field(
+        False,
+        description="While generating, store the convolution weights channels-last (NHWC), cuDNN's native layout on "
+        "NVIDIA GPUs; they are contiguous again afterwards.",
+    )
 
     @field_validator("height", "width")
     @classmethod
@@ -85,6 +99,9 @@ class DenoiserFamily(VideoModel):
     """Config options that change a generated video besides prompt and seed (the teacher cache's key)."""
     trainable_scopes: ClassVar[dict[str, str]]
     """Each trainable scope's name and what it trains, for ``train.trainable`` and its errors."""
+    compile_regions: ClassVar[tuple[str, ...]] = ()
+    """Class names of the repeated modules ``generation_compile`` compiles one by one (``vipkit.generation_speed``);
+    empty: the denoiser's diffusers ``_repeated_blocks``, if it has any."""
 
     config: FamilyConfig
     dtype: torch.dtype
@@ -140,6 +157,22 @@ class DenoiserFamily(VideoModel):
         place(prunable.module, self.device, self.dtype).eval()
         for part in frozen:
             place(part, self.device, self.dtype).eval().requires_grad_(False)
+        self._check_compile_regions()
+
+    def _check_compile_regions(self) -> None:
+        """``generation_compile`` needs regions to compile: a family that names none (or none present) is an error
+        now, not a silent eager run."""
+        from vipkit.generation_speed import find_regions
+
+        if self.config.generation_compile == "off":
+            return
+        classes = self._region_classes()
+        if not classes or not find_regions([self._prunable.module], classes):
+            raise VipkitError(
+                f"generation_compile = {self.config.generation_compile!r}: model family {self.name!r} names no "
+                f"repeated blocks of its denoiser to compile ({', '.join(classes) or 'compile_regions is empty'}); "
+                "set the model's generation_compile = 'off'"
+            )
 
     @property
     def generation_settings(self) -> dict[str, Any]:
@@ -159,6 +192,13 @@ class DenoiserFamily(VideoModel):
     def removed_blocks(self) -> list[str]:
         return self._prunable.removed
 
+    @property
+    def resized_layers(self) -> dict[str, dict[str, Any]]:
+        return self._prunable.resized
+
+    def note_resized(self, path: str, attributes: Mapping[str, int]) -> None:
+        self._prunable.note_resized(path, attributes)
+
     def num_parameters(self) -> int:
         return self._prunable.num_parameters()
 
@@ -170,15 +210,35 @@ class DenoiserFamily(VideoModel):
         return clone
 
     # -- generation --------------------------------------------------------------------------
+    def _region_classes(self) -> tuple[str, ...]:
+        return self.compile_regions or tuple(getattr(self._prunable.module, "_repeated_blocks", ()))
+
+    def _generation_modules(self) -> list[torch.nn.Module]:
+        """The modules a generation runs that ``generation_compile`` and ``generation_channels_last`` apply to: the
+        denoiser; a family may add others (its VAE)."""
+        return [self._prunable.module]
+
+    def _generation_context(self) -> AbstractContextManager[Any]:
+        """A family's own speed-ups for the length of one ``generate`` call (none by default)."""
+        return nullcontext()
+
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> Generation:
         """Seeded, batched sampling: one generator per video makes video i depend only on (prompt i, seed i)."""
         import torch
+
+        from vipkit.generation_speed import faster_generation
 
         if not prompts or len(prompts) != len(seeds):
             raise VipkitError(f"generate needs one seed per prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
         size = self.config.generation_batch_size
         batches = []
-        with torch.no_grad():
+        speed = faster_generation(
+            self._generation_modules(),
+            self._region_classes(),
+            self.config.generation_compile,
+            self.config.generation_channels_last,
+        )
+        with torch.no_grad(), self._generation_context(), speed:
             for start in range(0, len(prompts), size):
                 generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds[start : start + size]]
                 batches.append(self._generate_batch(list(prompts[start : start + size]), generators))

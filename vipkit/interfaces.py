@@ -126,6 +126,18 @@ class VideoModel(Component):
     def num_parameters(self) -> int:
         """Parameters of the denoiser (the part that is pruned and trained)."""
 
+    @property
+    def resized_layers(self) -> dict[str, dict[str, Any]]:
+        """The denoiser's layers made smaller than its config says (width pruning), by module path: their parameter
+        shapes and changed attributes (``vipkit.width_shapes``), which ``save`` writes and ``load_saved`` rebuilds.
+        Empty by default: a family without width pruning has none."""
+        return {}
+
+    def note_resized(self, path: str, attributes: Mapping[str, int]) -> None:
+        """Record that a pruner made the denoiser's layer at ``path`` smaller and changed ``attributes`` of it (e.g. an
+        attention layer's ``heads``), so that copies, ``save`` and ``load_saved`` keep its shapes."""
+        raise NotImplementedError(f"model family {self.name!r} cannot record resized layers (width pruning)")
+
     @abstractmethod
     def copy(self) -> VideoModel:
         """An independent copy of the denoiser; frozen parts (VAE, text encoder) may be shared."""
@@ -279,16 +291,33 @@ class ImportanceScorer(Component):
 
 
 class Pruner(Component):
-    """Chooses and removes this stage's blocks."""
+    """Chooses and removes this stage's blocks (or makes layers narrower)."""
+
+    uses_ranking: ClassVar[bool] = True
+    """Whether ``apply`` reads the scorer's block ranking; a pruner that does not (width pruning) spares the stage the
+    scorer's work."""
 
     def begin_stage(self, plan: Plan, stage: int) -> None:
-        """Called before each stage's ``apply`` with the run's plan (``plan.model`` is the unpruned teacher) and the
-        stage number (1 to ``plan.stages``), also when a run resumes: for budgets stated over the whole
+        """Called before each stage's ``apply`` (or ``replay``) with the run's plan (``plan.model`` is the unpruned
+        teacher) and the stage number (1 to ``plan.stages``), also when a run resumes: for budgets stated over the whole
         schedule. The default does nothing."""
 
     @abstractmethod
     def apply(self, model: VideoModel, ranking: Sequence[BlockImportance]) -> list[str]:
-        """Remove blocks from ``model`` within the pruner's per-stage budget; return their names."""
+        """Remove blocks from ``model`` within the pruner's per-stage budget; return their names (or one line per
+        narrowed layer saying what it lost, in a form ``replay`` reads back)."""
+
+    def replay(self, model: VideoModel, removed: Sequence[str]) -> None:
+        """Redo a stage's stored decision (what ``apply`` returned, read back from the run folder when the stage
+        resumes) on the model as it was before ``apply``. The default removes the named blocks."""
+        for name in removed:
+            model.remove_block(name)
+
+    def describe_stage(self, plan: Plan, stage: int) -> str:
+        """One line for the plan (``compress --dry-run``): what this pruner removes in ``stage``. The default names the
+        pruner and its options."""
+        options = ", ".join(f"{key} = {value}" for key, value in self.config.model_dump().items() if value is not None)
+        return f"{self.name} ({options})" if options else self.name
 
 
 @dataclass
@@ -400,6 +429,8 @@ class Plan:
     stages: int
     block_kinds: tuple[str, ...]
     candidates: tuple[Block, ...]  # the model's blocks of those kinds
+    probe_prompts: tuple[str, ...] = ()  # what the scorer ranks on (the evaluation prompts without probe ones) ...
+    probe_seeds: tuple[int, ...] = ()  # ... and their seeds: calibration data for a pruner that needs some
 
 
 COMPONENT_KINDS: dict[str, type[Component]] = {

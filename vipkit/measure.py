@@ -88,10 +88,6 @@ def cpu_estimate(model: VideoModel) -> CpuEstimate | None:
     """Seconds per video for a model whose denoiser is on the CPU (None elsewhere, or for a family without
     ``denoiser()`` or ``num_inference_steps``), without running a single step: the first call's arguments are
     counted on the meta device, which takes well under a second even at full size."""
-    import torch
-    from torch.func import functional_call
-    from torch.utils._pytree import tree_map
-
     try:
         denoiser = model.denoiser()
     except NotImplementedError:
@@ -100,11 +96,45 @@ def cpu_estimate(model: VideoModel) -> CpuEstimate | None:
     weight = next(denoiser.parameters())
     if weight.device.type != "cpu" or not steps:
         return None
+    counter = _first_call_on_meta(model, denoiser)
+    return CpuEstimate(int(steps), int(counter.get_total_flops()), _matmul_flops_per_second(weight.dtype))
+
+
+def flops_by_module(model: VideoModel) -> dict[str, int] | None:
+    """FLOPs of the denoiser's first call when ``model`` generates one video (guidance batch included) per module path
+    inside the denoiser (``""``: all of it), counted on the meta device; None for a family without ``denoiser()``."""
+    try:
+        denoiser = model.denoiser()
+    except NotImplementedError:
+        return None
+    return flops_per_path(_first_call_on_meta(model, denoiser), denoiser)
+
+
+def flops_per_path(counter: Any, denoiser: torch.nn.Module) -> dict[str, int]:
+    """What a torch ``FlopCounterMode`` counted in ``denoiser``, per module path inside it (``""``: all of it)."""
+    root = type(denoiser).__name__
+    return {
+        "" if name == root else name.removeprefix(f"{root}."): sum(by_op.values())
+        for name, by_op in counter.get_flop_counts().items()
+        if name == root or name.startswith(f"{root}.")
+    }
+
+
+def _first_call_on_meta(model: VideoModel, denoiser: torch.nn.Module) -> Any:
+    """A torch ``FlopCounterMode`` that has counted the denoiser's first call (``_first_denoiser_call``) run on the
+    meta device: nothing is computed."""
+    import torch
+    from torch.func import functional_call
+    from torch.utils._pytree import tree_map
+    from torch.utils.flop_counter import FlopCounterMode
+
     args, kwargs = _first_denoiser_call(model, denoiser)
 
     def on_meta(value: Any) -> Any:
         return torch.empty_like(value, device="meta") if isinstance(value, torch.Tensor) else value
 
     state = {name: on_meta(t) for name, t in [*denoiser.named_parameters(), *denoiser.named_buffers()]}
-    flops = _counted_flops(lambda: functional_call(denoiser, state, tree_map(on_meta, args), tree_map(on_meta, kwargs)))
-    return CpuEstimate(int(steps), flops, _matmul_flops_per_second(weight.dtype))
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        functional_call(denoiser, state, tree_map(on_meta, args), tree_map(on_meta, kwargs))
+    return counter

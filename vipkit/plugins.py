@@ -33,6 +33,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vipkit_videocrafter2",
     "vipkit_videoscore",
     "vipkit_wan",
+    "vipkit_width",
 )
 ENTRY_POINT_GROUP = "vipkit"
 ALLOWLIST_ENV = "VIPKIT_PLUGINS"

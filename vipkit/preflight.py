@@ -54,9 +54,20 @@ def check_plan(recipe: Recipe, parts: BuiltRecipe) -> Plan:
                 f"objective.weights.{dimension}: the reward {recipe.reward.name!r} as configured does not score it "
                 f"(it scores: {', '.join(dimensions)})"
             )
-    plan = Plan(model, parts.reward, recipe.schedule.stages, kinds, tuple(model.blocks_of(kinds)))
-    for spec, component in _components(recipe, parts):
-        errors += [f"{spec.key}.{problem}" for problem in component.check_plan(plan)]
+    probe_prompts, probe_seeds = recipe.probe_videos()
+    plan = Plan(
+        model,
+        parts.reward,
+        recipe.schedule.stages,
+        kinds,
+        tuple(model.blocks_of(kinds)),
+        tuple(probe_prompts),
+        tuple(probe_seeds),
+    )
+    for spec, component in _components(recipe, parts):  # "[i].option" of a table array joins without a dot
+        errors += [
+            f"{spec.key}{'' if problem.startswith('[') else '.'}{problem}" for problem in component.check_plan(plan)
+        ]
     if errors:
         raise RecipeError(recipe.source, errors)
     return plan

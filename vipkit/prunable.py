@@ -13,18 +13,23 @@ architecture with zeros where blocks were removed (``zero_filled_state``), which
 architecture computes exactly, and loaded back with those blocks removed again (``remove_zeroed``). Which
 kinds that holds for is the family's to say (``zero_identity_kinds``): an encoder block removed with the
 decoder block that consumes its skip is not residual, so it has no zero form.
+
+Width pruning makes layers smaller instead of removing them (fewer heads, fewer feed-forward channels); the
+module keeps the record of those layers (``resized``, ``vipkit.width_shapes``), which a family's save writes and
+its loader replays (``resize``) before loading the smaller tensors.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from vipkit.errors import VipkitError
+from vipkit.width_shapes import LayerRecord, resize_layers, snapshot
 
 if TYPE_CHECKING:
     from vipkit.interfaces import Block
@@ -76,11 +81,28 @@ class PrunableModule:
         self.zero_identity_kinds = None if zero_identity_kinds is None else frozenset(zero_identity_kinds)
         self.stand_in = stand_in
         self._stash: dict[str, dict[str, nn.Module | None]] = {}  # block -> {module path: original, None: not kept}
+        self._resized: dict[str, LayerRecord] = {}  # layer path -> its shapes after width pruning (vipkit.width_shapes)
 
     @property
     def removed(self) -> list[str]:
         """Removed block names in removal order."""
         return list(self._stash)
+
+    @property
+    def resized(self) -> dict[str, LayerRecord]:
+        """The layers made smaller than the config says (width pruning) that are still present, by module path."""
+        gone = tuple(f"{path}." for path in self._removed_paths())
+        return {path: record for path, record in self._resized.items() if not path.startswith(gone)}
+
+    def note_resized(self, path: str, attributes: Mapping[str, int]) -> None:
+        """Record the layer at ``path`` as it is now, after a pruner made it smaller and changed ``attributes``."""
+        self._resized[path] = snapshot(self.module.get_submodule(path), attributes)
+
+    def resize(self, record: Mapping[str, LayerRecord]) -> None:
+        """Give the recorded layers their recorded shapes (empty tensors) and attributes, as a loader does before it
+        loads a width-pruned state dict; the record becomes this module's."""
+        resize_layers(self.module, record)
+        self._resized.update(record)
 
     def blocks(self) -> list[Block]:
         return self.list_blocks(self.module)
@@ -128,6 +150,7 @@ class PrunableModule:
         clone.zero_identity_kinds = self.zero_identity_kinds
         clone.stand_in = self.stand_in
         clone.module, clone._stash = copy.deepcopy((self.module, self._stash))
+        clone._resized = copy.deepcopy(self._resized)
         return clone
 
     # -- the full architecture with zeros (exports) -------------------------------------------
@@ -137,7 +160,9 @@ class PrunableModule:
     def zero_filled_state(self, full: nn.Module) -> dict[str, torch.Tensor]:
         """The state dict of ``full`` (this denoiser's unpruned architecture, built from the same config, any
         device, ``meta`` too) holding this module's tensors, and zeros of this module's dtype for every tensor of
-        a removed block: the full architecture computing exactly what the pruned one does."""
+        a removed block: the full architecture computing exactly what the pruned one does. ``full`` is given this
+        module's resized layers first (width pruning: the architecture at this model's widths)."""
+        resize_layers(full, self.resized)
         kinds = {block.name: block.kind for block in self.list_blocks(full)}
         inexpressible = [name for name in self.removed if not self._zero_is_identity(kinds.get(name, ""))]
         if inexpressible:

@@ -7,7 +7,8 @@ that component's own ``Config``. Several rewards combine through ``[[rewards]]``
 ``[reward]`` (each may set ``as = "alias"``); their dimensions are then named ``<alias>.<dimension>``.
 Held-out prompts (``[prompts] heldout``) and an optional held-out reward (``[heldout_reward]`` or
 ``[[heldout_rewards]]``, read like ``[reward]``/``[[rewards]]``) are only ever scored, never ranked or curated on.
-What a bench matrix validates alike (reading, strict types, component tables) is in ``vipkit.validation``.
+Several pruners combine through ``[[pruners]]`` tables instead of ``[pruner]``, each acting in the stages it names
+(``stages = [1, 2]``; ``vipkit.pruner_stack``). What a bench matrix validates alike (reading, strict types, component tables) is in ``vipkit.validation``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vipkit.plugins import Plugins, load_plugins
+from vipkit.pruner_stack import PrunerStackSpec
 from vipkit.recipe_overrides import apply_overrides
+from vipkit.seeds import video_seeds
 
 # the component specs are shared with bench matrices; ``from vipkit.recipe import ComponentSpec`` still works
 from vipkit.validation import (
@@ -206,7 +209,7 @@ class Recipe(BaseModel):
     model: ComponentSpec
     reward: ComponentSpec | CombinedRewardSpec
     scorer: ComponentSpec
-    pruner: ComponentSpec
+    pruner: ComponentSpec | PrunerStackSpec  # [pruner] every stage, or [[pruners]] each in its stages
     curator: ComponentSpec
     losses: list[ComponentSpec]
     prompts_train: list[str]
@@ -247,11 +250,17 @@ class Recipe(BaseModel):
             **heldout_reward,
         }
 
+    def probe_videos(self) -> tuple[list[str], list[int]]:
+        """The prompts and seeds the scorer ranks on: the probe ones, or the evaluation ones when there are none."""
+        if self.prompts_probe:
+            return self.prompts_probe, video_seeds(self.seed, "probe", len(self.prompts_probe))
+        return self.prompts_eval, video_seeds(self.seed, "eval", len(self.prompts_eval))
+
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.dump(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_COMPONENT_TABLES = {"model": "models", "scorer": "scorers", "pruner": "pruners", "curator": "curators"}
+_COMPONENT_TABLES = {"model": "models", "scorer": "scorers", "curator": "curators"}
 _SECTIONS: dict[str, type[_Section]] = {
     "prompts": PromptsSection,
     "schedule": ScheduleSection,
@@ -267,6 +276,8 @@ _TOP_LEVEL = {
     "rewards",
     "heldout_reward",
     "heldout_rewards",
+    "pruner",
+    "pruners",
     *_COMPONENT_TABLES,
     *_SECTIONS,
 }
@@ -331,6 +342,77 @@ class _RecipeValidator(TomlValidator):
             shown[-1] += "; held-out prompts must be ones the run never trains, probes or evaluates on"
         self.errors.extend(shown)
 
+    def pruners(self) -> list[tuple[tuple[int, ...] | None, ComponentSpec | None, str]] | ComponentSpec | None:
+        """``[pruner]`` (one pruner, every stage) or ``[[pruners]]`` (several, each in the stages it names: None for every
+        stage until the schedule is known, ``pruner_stack``; a table whose options failed keeps its stages, so their
+        problems are found too), never both."""
+        given = ("pruner" in self.data, "pruners" in self.data)
+        if given[0] == given[1]:
+            problem = "has both [pruner] and [[pruners]]" if given[0] else "missing table [pruner]"
+            known = ", ".join(self.plugins.registry("pruners").names())
+            self.errors.append(
+                f"pruner: {problem}; use one [pruner] table (name = one of: {known}) to prune the same way every stage, "
+                "or [[pruners]] tables, each with name and optionally stages = [...], to combine several"
+            )
+            return None
+        if given[0]:
+            return self.component("pruner", "pruners", self.data["pruner"])
+        tables = self.data["pruners"]
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+            self.errors.append('pruners: must be one or more [[pruners]] tables, each with name = "..."')
+            return None
+        parts: list[tuple[tuple[int, ...] | None, ComponentSpec | None, str]] = []
+        for i, table in enumerate(tables):
+            options = dict(table)
+            stages = options.pop("stages", None)
+            spec = self.component(f"pruners[{i}]", "pruners", options)
+            numbers = isinstance(stages, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in stages)
+            if stages is not None and not (numbers and stages and len(set(stages)) == len(stages)):
+                self.errors.append(
+                    f"pruners[{i}].stages: must be a list of distinct stage numbers (1 is the first stage), e.g. [1, 2], "
+                    f"or left out to act in every stage; got {stages!r}"
+                )
+                parts.append(((), None, f"pruners[{i}]"))  # its stages are unknown: no other check of them
+            else:
+                parts.append((tuple(sorted(stages)) if stages is not None else None, spec, f"pruners[{i}]"))
+        return parts
+
+    def pruner_stack(
+        self, parts: list[tuple[tuple[int, ...] | None, ComponentSpec | None, str]], schedule: ScheduleSection
+    ) -> PrunerStackSpec | None:
+        """The ``[[pruners]]`` against the schedule: stage numbers within it, a pruner in every stage, no pruner twice in
+        one stage; None when a table's options failed (their problems are already listed)."""
+        count = schedule.stages
+        resolved = [
+            (tuple(range(1, count + 1)) if stages is None else stages, spec, key) for stages, spec, key in parts
+        ]
+        for stages, _, key in resolved:
+            outside = [n for n in stages if not 1 <= n <= count]
+            if outside:
+                self.errors.append(
+                    f"{key}.stages: stage {', '.join(map(str, outside))} is outside the schedule's stages 1-{count} "
+                    "(schedule.stages)"
+                )
+        valid = [(stages, spec) for stages, spec, _ in resolved if spec is not None]
+        if len(valid) < len(resolved):  # which pruner acts when is unknown until every table is right
+            return None
+        for stage in range(1, count + 1):
+            acting = [(spec, key) for stages, spec, key in resolved if stage in stages]
+            if not acting:
+                self.errors.append(
+                    f"pruners: stage {stage} of the {count} stages (schedule.stages) has no pruner; add {stage} to a "
+                    "[[pruners]] table's stages (a table without stages acts in every stage)"
+                )
+            named = [(spec.name, key) for spec, key in acting]
+            for later, (name, key) in enumerate(named):
+                earlier = next((k for n, k in named[:later] if n == name), None)
+                if earlier is not None:
+                    self.errors.append(
+                        f"{key}: a second {name!r} pruner acting in stage {stage}, where {earlier} acts too; give them "
+                        "different stages or merge their options into one table"
+                    )
+        return PrunerStackSpec(parts=valid)
+
     def run(self, source: str) -> Recipe:
         self.top_level(_TOP_LEVEL)
         if not isinstance(self.data.get("description", ""), str):
@@ -345,6 +427,7 @@ class _RecipeValidator(TomlValidator):
             else:
                 specs[key] = self.component(key, kind, self.data[key])
         specs["reward"] = self.reward()
+        pruners = self.pruners()
         heldout_reward = self.reward("heldout_reward", "heldout_rewards", required=False)
         losses_data = self.data.get("losses")
         losses: list[ComponentSpec | None] = []
@@ -369,6 +452,10 @@ class _RecipeValidator(TomlValidator):
             self.errors.append(
                 f"{table}: scored on the held-out prompts only, and the recipe has none: set [prompts] heldout or heldout_file"
             )
+        schedule = sections["schedule"]
+        if isinstance(pruners, list):  # [[pruners]]: checked against the schedule, when it is right
+            pruners = self.pruner_stack(pruners, schedule) if isinstance(schedule, ScheduleSection) else None
+        specs["pruner"] = pruners
         objective = sections["objective"]
         if isinstance(objective, ObjectiveSection) and specs["reward"] is not None:
             self.objective_weights(objective.weights, specs["reward"])

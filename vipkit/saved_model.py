@@ -43,6 +43,7 @@ def save_model(model: VideoModel, directory: Path, provenance: dict[str, Any] | 
                 "family": model.name,
                 "vipkit_version": __version__,
                 "removed_blocks": model.removed_blocks,
+                **({"resized_layers": model.resized_layers} if model.resized_layers else {}),  # width pruning's shapes
                 "parameters": model.num_parameters(),
                 "files": file_digests(staging),
                 **({"provenance": provenance} if provenance is not None else {}),

@@ -1,16 +1,23 @@
-"""Which scaled-dot-product-attention kernel each kind of AnimateDiff attention layer runs.
+"""Which scaled-dot-product-attention kernel each kind of AnimateDiff attention layer runs, and fused projections.
 
 PyTorch picks one kernel order for every call. AnimateDiff's two kinds of attention want different ones:
 the spatial layers attend over thousands of pixels per image (cuDNN's Hopper kernels are fastest there,
 benchmarks/RESULTS.md §5), the motion modules over 16 frames for each of B·H·W pixels. That last batch
 outgrows what one CUDA attention call takes (8 videos at 512², with guidance: 65,536 sequences), so the
 motion modules' layers split it, whatever the kernel.
+
+While generating, the query, key and value projections of each layer can run as one matrix product
+(``fused_projections``): the fused weights are built from the current ones for that call and dropped after, so
+parameters, training and saving never see them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -32,16 +39,16 @@ up to 64) elements with 32-bit offsets and reads out of bounds past 2^31 (`illeg
 16 frames, 8 heads: 32,768 sequences of head size 40 pass, 32,769 fail; 10,922 of head size 160 pass, 13,107 fail)."""
 
 
-class OrderedKernelAttention(AttnProcessor2_0):
-    """diffusers' SDPA processor run under its own kernel order (nested inside any order the caller set)."""
+class OrderedKernelAttention:
+    """A diffusers SDPA processor run under its own kernel order (nested inside any order the caller set)."""
 
-    def __init__(self, kernel: str) -> None:
-        super().__init__()
+    def __init__(self, kernel: str, processor: AttnProcessor2_0 | FusedAttnProcessor2_0) -> None:
         self.kernel = kernel
+        self.processor = processor
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         with sdpa_kernel(KERNEL_ORDERS[self.kernel], set_priority=True):
-            return super().__call__(*args, **kwargs)
+            return self.processor(*args, **kwargs)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -65,7 +72,7 @@ class BatchChunkedAttention:
     within the limit goes through untouched.
     """
 
-    def __init__(self, processor: AttnProcessor2_0) -> None:
+    def __init__(self, processor: AttnProcessor2_0 | FusedAttnProcessor2_0 | OrderedKernelAttention) -> None:
         self.processor = processor
 
     def __call__(
@@ -90,6 +97,7 @@ class BatchChunkedAttention:
 
 def choose_attention_kernels(unet: torch.nn.Module, spatial: AttentionKernel, temporal: AttentionKernel) -> None:
     """Give the spatial and the motion-module attention layers their kernel order; "auto" keeps PyTorch's choice.
+    A layer whose projections are fused (``fused_projections``) gets the processor that uses them.
 
     The motion modules' layers are also batch-chunked, whatever the kernel.
     """
@@ -97,5 +105,37 @@ def choose_attention_kernels(unet: torch.nn.Module, spatial: AttentionKernel, te
         if isinstance(module, Attention):
             temporal_layer = "motion_modules" in name
             kernel = temporal if temporal_layer else spatial
-            processor = AttnProcessor2_0() if kernel == "auto" else OrderedKernelAttention(kernel)
+            processor = FusedAttnProcessor2_0() if module.fused_projections else AttnProcessor2_0()
+            if kernel != "auto":
+                processor = OrderedKernelAttention(kernel, processor)
             module.set_processor(BatchChunkedAttention(processor) if temporal_layer else processor)
+
+
+FUSED_LAYERS = ("to_qkv", "to_kv")
+"""What diffusers' ``Attention.fuse_projections`` adds: q, k, v in one Linear (self-attention), k, v (cross)."""
+
+
+@contextmanager
+def fused_projections(unet: torch.nn.Module, spatial: AttentionKernel, temporal: AttentionKernel) -> Iterator[None]:
+    """Inside, every attention layer runs one matrix product for its query, key and value projections (key and
+    value for cross-attention), with weights concatenated from the current ones; outside, the fused layers are
+    gone and every layer has its unfused processor again. A layer whose projections are not plain ``Linear``
+    layers (a LoRA adapter on them) stays unfused: fusing its base weights would drop the adapter."""
+    layers = [
+        module
+        for module in unet.modules()
+        if isinstance(module, Attention)
+        and all(type(getattr(module, name)) is torch.nn.Linear for name in ("to_q", "to_k", "to_v"))
+    ]
+    for layer in layers:
+        layer.fuse_projections()
+    choose_attention_kernels(unet, spatial, temporal)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            for name in FUSED_LAYERS:
+                if hasattr(layer, name):
+                    delattr(layer, name)
+            layer.fused_projections = False
+        choose_attention_kernels(unet, spatial, temporal)

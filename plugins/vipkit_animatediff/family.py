@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -52,6 +52,7 @@ class AnimateDiff(DenoiserFamily):
     default_trainable = "motion"
     default_block_kinds = (MOTION_MODULE,)
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
+    compile_regions = ("ResnetBlock2D", "Transformer2DModel", "AnimateDiffTransformer3D", "Upsample2D")
 
     class Config(FamilyConfig):
         base: str = Field(
@@ -102,6 +103,11 @@ class AnimateDiff(DenoiserFamily):
         )
         temporal_attention: AttentionKernel = Field(
             "auto", description="Attention kernel of the motion modules' (per-pixel, across frames) attention layers."
+        )
+        fuse_projections: bool = Field(
+            False,
+            description="While generating, compute each attention layer's query, key and value projections as one "
+            "matrix product (key and value for cross-attention), from weights fused for that call.",
         )
 
         @field_validator("base", "motion_adapter")
@@ -161,6 +167,18 @@ class AnimateDiff(DenoiserFamily):
         )
 
     # -- generation ------------------------------------------------------------------------
+    def _generation_modules(self) -> list[torch.nn.Module]:
+        """The UNet and the VAE (its decoder's ResNet blocks and upsamplers are compiled too)."""
+        return [self._prunable.module, self._parts.vae]
+
+    def _generation_context(self) -> AbstractContextManager[Any]:
+        from vipkit_animatediff.attention import fused_projections
+
+        if not self.config.fuse_projections:
+            return nullcontext()
+        config = self.config
+        return fused_projections(self._prunable.module, config.spatial_attention, config.temporal_attention)
+
     def _generate_batch(self, prompts: list[str], generators: list[torch.Generator]) -> vipkit.Generation:
         settings, pipe = self._settings, self._pipeline
         denoised = pipe(

@@ -4,7 +4,8 @@ A diffusers ``from_pretrained`` of a pruned UNet would silently rebuild the remo
 random weights and compute a different model. So a pruned model's folder holds no ``model_index.json``
 and its UNet weights under a name diffusers does not look for (``PRUNED_UNET_WEIGHTS``): plain
 diffusers refuses it with an error instead. vipkit rebuilds the UNet from its config, replays the
-removals in order and loads the pruned state dict strictly. An unpruned model is a plain diffusers
+removals in order, gives width-pruned layers their recorded smaller shapes (``resized_layers``, which no
+diffusers config can express) and loads the pruned state dict strictly. An unpruned model is a plain diffusers
 pipeline folder. A pickle file in the folder is refused before anything loads (vipkit never writes one), and
 no config written records where the parts were loaded from.
 """
@@ -55,7 +56,8 @@ def save_parts(directory: Path, parts: ModelParts, pipeline: Any, settings: dict
     unet_dir.mkdir(exist_ok=True)
     parts.unet.module.save_config(unet_dir)
     state = {key: tensor.detach().contiguous() for key, tensor in parts.unet.module.state_dict().items()}
-    pruned = bool(parts.unet.removed)
+    resized = parts.unet.resized  # width pruning's narrower layers (vipkit.width_shapes)
+    pruned = bool(parts.unet.removed or resized)
     save_file(state, unet_dir / (PRUNED_UNET_WEIGHTS if pruned else UNET_WEIGHTS), metadata={"format": "pt"})
     if not pruned:
         pipeline.save_config(directory)  # model_index.json: a plain diffusers pipeline
@@ -64,6 +66,7 @@ def save_parts(directory: Path, parts: ModelParts, pipeline: Any, settings: dict
         "family": "animatediff",
         "format_version": FORMAT_VERSION,
         "removed_blocks": parts.unet.removed,
+        **({"resized_layers": resized} if resized else {}),
         "generation_settings": settings,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -85,6 +88,7 @@ def load_saved_parts(directory: Path) -> ModelParts:
     unet = prunable_unet(module)
     for name in manifest["removed_blocks"]:
         unet.remove(name, keep_original=False)
+    unet.resize(manifest.get("resized_layers", {}))  # width-pruned layers get their smaller shapes first
     module.load_state_dict(load_file(unet_weights(directory)), strict=True, assign=True)
     dtype = getattr(torch, manifest["generation_settings"]["dtype"])  # the files' own: loaded without a cast
     parts = ModelParts(

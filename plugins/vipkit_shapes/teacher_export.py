@@ -18,11 +18,8 @@ from diffusers import UNetMotionModel
 from vipkit_animatediff.blocks import prunable_unet
 from vipkit_animatediff.parts import ModelParts
 from vipkit_animatediff.persistence import save_parts
-from vipkit_shapes.teacher_model import (
-    GENERATION_SETTINGS,
-    TeacherParts,
-    teacher_pipeline,
-)
+from vipkit_shapes.teacher_kind import TeacherParts
+from vipkit_shapes.teacher_model import GENERATION_SETTINGS, teacher_pipeline
 
 
 def export_teacher(path: Path, parts: TeacherParts, ema: UNetMotionModel) -> None:

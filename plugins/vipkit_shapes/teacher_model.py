@@ -6,7 +6,6 @@ changing one builds a model their weights no longer fit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +19,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from vipkit_shapes.teacher_kind import TeacherParts
 from vipkit_shapes.tokenizer import word_tokenizer
 
 FRAMES, SIZE, LATENT_CHANNELS, TEXT_DIM, MAX_TOKENS = 8, 32, 8, 64, 24
@@ -42,17 +42,6 @@ GENERATION_SETTINGS: dict[str, Any] = {
     "dtype": "float32",
 }
 """How the teachers sample (stored in the exported folder as the model's defaults, used by the evaluation)."""
-
-
-@dataclass
-class TeacherParts:
-    """The pieces a teacher is trained as; ``unet`` is the trained one (the EMA copy is kept beside it)."""
-
-    tokenizer: Any  # transformers CLIPTokenizer (vipkit_shapes.tokenizer.word_tokenizer)
-    text_encoder: CLIPTextModel
-    vae: AutoencoderKL
-    unet: UNetMotionModel
-    scheduler: DDIMScheduler
 
 
 def build_unet(
@@ -123,7 +112,7 @@ def build_parts(seed: int = 0, unet: str = "shipped") -> TeacherParts:
         timestep_spacing="trailing",
         set_alpha_to_one=True,
     )
-    return TeacherParts(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, unet=denoiser, scheduler=scheduler)
+    return TeacherParts(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, denoiser=denoiser, scheduler=scheduler)
 
 
 def teacher_pipeline(parts: TeacherParts, unet: UNetMotionModel) -> AnimateDiffPipeline:

@@ -1,13 +1,14 @@
-"""Train a shapes-world teacher: a tiny AnimateDiff (UNetMotionModel + VAE + CLIP text encoder).
+"""Train a shapes-world teacher: a tiny AnimateDiff (UNetMotionModel + VAE + CLIP text encoder) or, with
+``--architecture wan``, a tiny Wan 2.1 (WanTransformer3DModel + Wan VAE + UMT5 text encoder).
 
 Reproducible and resumable: ``--resume DIR`` continues from a checkpoint written by an earlier call
 (weights, AdamW moments, EMA, step; ``vipkit_shapes.teacher_checkpoint``), so training can be split over
-several GPU calls. The teacher is exported as a vipkit AnimateDiff model folder (load it with
-``[model] base = "<folder>"``).
+several GPU calls. The teacher is exported as a folder of its vipkit family (``animatediff`` or ``wan``;
+load it with ``[model] base = "<folder>"``).
 
-Stages: (1) the VAE learns to reconstruct frames of the world; (2) every training video is encoded
-once; (3) the UNet and the text encoder learn to denoise the latents, with an EMA copy that is
-exported (``vipkit_shapes.teacher_training``).
+Stages: (1) the VAE learns to reconstruct the world's frames (AnimateDiff) or clips (Wan); (2) every
+training video is encoded once; (3) the denoiser and the text encoder learn to denoise the latents, with
+an EMA copy that is exported (``vipkit_shapes.teacher_training``).
 
     python -m vipkit_shapes.train_teacher --out OUT [--resume OUT_BEFORE/checkpoint] [--minutes 8]
     python -m vipkit_shapes.train_teacher --export-only --resume OUT/checkpoint --out models/shapes-teacher
@@ -20,6 +21,15 @@ as well as from the data (``--distill-weight``). That is how ``models/shapes-tea
     bash benchmarks/gpu_shapes_teacher.sh 7 --unet fast --init-from models/shapes-teacher --distill-weight 1 --batch 384
     bash benchmarks/gpu_shapes_teacher.sh 8.3 CKPT --init-from models/shapes-teacher --distill-weight 1 --batch 768
     bash benchmarks/gpu_shapes_teacher.sh 9 CKPT --init-from models/shapes-teacher --distill-weight 1 --batch 1000 --lr-final 5e-5
+
+The Wan teacher is not trained yet (benchmarks/RESULTS.md §14): one call with 1.2 minutes of VAE training gave a
+VAE that reconstructs the backgrounds and not the shapes (its ``vae_check`` log line: ``mse`` no lower than
+``mean_colour_mse``). Its VAE needs a call of its own (``--minutes 0`` trains the VAE, encodes and stops), then
+the transformer resumes from that checkpoint:
+
+    bash benchmarks/gpu_shapes_teacher.sh 0 --architecture wan --vae-steps 4000 --vae-minutes 8
+    bash benchmarks/gpu_shapes_teacher.sh 8 CKPT --batch 1024
+    bash benchmarks/gpu_shapes_teacher.sh 8 CKPT --batch 1024 --lr-final 5e-5
 """
 
 from __future__ import annotations
@@ -33,10 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNetMotionModel
-from transformers import CLIPTextModel
 
 from vipkit.weights import check_weight_folder
+from vipkit_shapes.teacher_architectures import TEACHERS
 from vipkit_shapes.teacher_checkpoint import (
     architecture,
     exported_parts,
@@ -47,14 +56,13 @@ from vipkit_shapes.teacher_checkpoint import (
     save_checkpoint,
 )
 from vipkit_shapes.teacher_data import encode_dataset, render_dataset
-from vipkit_shapes.teacher_export import export_teacher
-from vipkit_shapes.teacher_model import LATENT_POSITIONS, UNET_SPECS, build_parts
+from vipkit_shapes.teacher_kind import TeacherKind
 from vipkit_shapes.teacher_training import (
+    DenoiserTraining,
     FrozenTeacher,
     Log,
-    UnetTraining,
     compiled_or_eager,
-    train_unet,
+    train_denoiser,
     train_vae,
 )
 
@@ -66,7 +74,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vipkit_shapes.train_teacher", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--resume", type=Path)
-    parser.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget for UNet training in this call")
+    parser.add_argument(
+        "--minutes", type=float, default=8.0, help="wall-clock budget for denoiser training in this call"
+    )
     parser.add_argument("--videos", type=int, default=32768, help="training videos (encoded once)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -74,14 +84,25 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-count", type=int, default=64, help="freshly sampled prompts scored at each evaluation")
     parser.add_argument("--vae-steps", type=int, default=4000)
+    parser.add_argument(
+        "--vae-minutes", type=float, help="stop VAE training after this many minutes if --vae-steps are not done"
+    )
+    parser.add_argument(
+        "--vae-batch", type=int, help="frames (AnimateDiff) or clips (Wan) per VAE step; default 512 frames, 64 clips"
+    )
     parser.add_argument("--compile", action="store_true")
     parser.add_argument(
         "--export-only",
         action="store_true",
-        help="write the teacher folder OUT from --resume's checkpoint (its EMA UNet) and stop",
+        help="write the teacher folder OUT from --resume's checkpoint (its EMA denoiser) and stop",
     )
     parser.add_argument(
-        "--unet", choices=sorted(UNET_SPECS), default="shipped", help="UNet architecture (a resumed run keeps its own)"
+        "--architecture",
+        "--unet",
+        choices=sorted(TEACHERS),
+        default="shipped",
+        help="the teacher: 'shipped' and 'fast' are AnimateDiff UNets, 'wan' a Wan 2.1 transformer (a resumed run "
+        "keeps its own)",
     )
     parser.add_argument(
         "--init-from", type=Path, help="a trained teacher folder: start from its VAE and text encoder (no VAE training)"
@@ -103,16 +124,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli.error("--distill-weight needs --init-from (the teacher to learn from)")
     if args.export_only and not args.resume:
         cli.error("--export-only needs --resume (the checkpoint to export)")
-    if torch.cuda.is_available() and args.batch * LATENT_POSITIONS > CUDA_ATTENTION_BATCH_LIMIT:
-        cli.error(
-            f"--batch {args.batch} is too large for the GPU: the motion modules attend over "
-            f"batch x {LATENT_POSITIONS} latent positions, and CUDA's attention kernels take at most "
-            f"{CUDA_ATTENTION_BATCH_LIMIT:,} (--batch {CUDA_ATTENTION_BATCH_LIMIT // LATENT_POSITIONS} at most)"
-        )
     if args.export_only:
-        parts = exported_parts(args.resume)
-        export_teacher(args.out, parts, parts.unet)
+        kind, parts = exported_parts(args.resume)
+        kind.export(args.out, parts, parts.denoiser)
         return
+    kind = TEACHERS[architecture(read_state(args.resume))] if args.resume else TEACHERS[args.architecture]
+    sequences = kind.attention_sequences
+    if torch.cuda.is_available() and args.batch * sequences > CUDA_ATTENTION_BATCH_LIMIT:
+        cli.error(
+            f"--batch {args.batch} is too large for the GPU: the {kind.name} teacher's attention runs "
+            f"batch x {sequences} sequences, and CUDA's attention kernels take at most "
+            f"{CUDA_ATTENTION_BATCH_LIMIT:,} (--batch {CUDA_ATTENTION_BATCH_LIMIT // sequences} at most)"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "train_log.jsonl", "a") as log_file:
         started = time.time()
@@ -123,56 +146,59 @@ def main(argv: Sequence[str] | None = None) -> None:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
 
-        train(args, log)
+        train(args, kind, log)
 
 
-def train(args: argparse.Namespace, log: Log) -> None:
+def train(args: argparse.Namespace, kind: TeacherKind, log: Log) -> None:
     """One call of training: build or resume, train until ``--minutes`` are spent, write OUT/checkpoint."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.enable_cudnn_sdp(False)  # cuDNN attention backward fails on the GPU image (gpu-baseline.md)
     torch.backends.cuda.matmul.allow_tf32 = True
     state = read_state(args.resume) if args.resume else None
-    unet_name = architecture(state) if state else args.unet
-    parts = build_parts(unet=unet_name)
+    parts = kind.build()
     teacher = None
     if args.init_from:
         check_weight_folder(args.init_from, refuse_any_pickle=True)  # a teacher folder vipkit wrote: safetensors only
-        parts.vae = AutoencoderKL.from_pretrained(args.init_from / "vae", use_safetensors=True)
-        parts.text_encoder = CLIPTextModel.from_pretrained(args.init_from / "text_encoder", use_safetensors=True)
+        classes = kind.classes
+        parts.vae = classes["vae"].from_pretrained(args.init_from / "vae", use_safetensors=True)
+        parts.text_encoder = classes["text_encoder"].from_pretrained(
+            args.init_from / "text_encoder", use_safetensors=True
+        )
         if args.distill_weight:
             teacher = FrozenTeacher(
-                unet=UNetMotionModel.from_pretrained(args.init_from / "unet", use_safetensors=True),
+                denoiser=classes[kind.component].from_pretrained(args.init_from / kind.component, use_safetensors=True),
                 text_encoder=copy.deepcopy(parts.text_encoder),
             )
-            for module in (teacher.unet, teacher.text_encoder):
+            for module in (teacher.denoiser, teacher.text_encoder):
                 module.to(device).eval().requires_grad_(False)
-    for module in (parts.text_encoder, parts.vae, parts.unet):
+    for module in (parts.text_encoder, parts.vae, parts.denoiser):
         module.to(device)
     step, history = 0, []
-    videos, ids = render_dataset(args.videos, parts.tokenizer, device)
+    videos, tokens = render_dataset(args.videos, parts.tokenizer, device, kind.frames)
     log({"phase": "data", "videos": list(videos.shape)})
     if state:
         step, history = state["step"], state["history"]
-        load_trained(parts, args.resume, state)
+        load_trained(kind, parts, args.resume, state)
         parts.vae.eval().requires_grad_(False)
         log({"phase": "resume", "step": step})
     elif args.init_from:
         parts.vae.eval().requires_grad_(False)
     else:
-        train_vae(parts.vae, videos, args.vae_steps, log)
-    latents = encode_dataset(parts.vae, videos, keep_scale=state is not None or args.init_from is not None)
+        train_vae(kind, parts.vae, videos, args.vae_steps, log, args.vae_minutes, args.vae_batch)
+    latents = encode_dataset(kind, parts.vae, videos, keep_scale=state is not None or args.init_from is not None)
     del videos
-    log({"phase": "latents", "latents": list(latents.shape), "scaling_factor": parts.vae.config.scaling_factor})
+    scale = {key: parts.vae.config[key] for key in kind.latent_scale_keys}
+    log({"phase": "latents", "latents": list(latents.shape), **scale})
 
-    ema = copy.deepcopy(parts.unet).requires_grad_(False)
+    ema = copy.deepcopy(parts.denoiser).requires_grad_(False)
     if args.resume:
-        load_ema(ema, args.resume)
-    params = [*parts.unet.parameters(), *parts.text_encoder.parameters()]
+        load_ema(kind, ema, args.resume)
+    params = [*parts.denoiser.parameters(), *parts.text_encoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     if args.resume:
         restore_optimizer(optimizer, params, args.resume, step)
-    model = compiled_or_eager(parts.unet, latents, ids, parts.text_encoder, log) if args.compile else parts.unet
-    options = UnetTraining(
+    model = compiled_or_eager(kind, parts, latents, tokens, log) if args.compile else parts.denoiser
+    options = DenoiserTraining(
         minutes=args.minutes,
         batch=args.batch,
         lr=args.lr,
@@ -181,8 +207,14 @@ def train(args: argparse.Namespace, log: Log) -> None:
         eval_count=args.eval_count,
         distill_weight=args.distill_weight,
     )
-    step = train_unet(parts, model, ema, optimizer, latents, ids, options, step, history, log, teacher)
-    save_checkpoint(args.out / "checkpoint", parts, ema, optimizer, step, history, unet_name)
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(args.out / "checkpoint", kind, parts, ema, optimizer, step, history)
+
+    step = train_denoiser(
+        kind, parts, model, ema, optimizer, latents, tokens, options, step, history, log, teacher, checkpoint
+    )
+    checkpoint(step)
     log({"phase": "done", "step": step})
 
 

@@ -130,6 +130,26 @@ class BlockPruner(vipkit.Pruner):
             ]
         return []
 
+    def describe_stage(self, plan: vipkit.Plan, stage: int) -> str:
+        """The stage's parameter budget, and the parameters and FLOPs (per denoiser call) of the blocks it picks from."""
+        cfg = self.config
+        if cfg.blocks_per_stage is not None:
+            budget = f"{cfg.blocks_per_stage} block(s) per stage, the least important first"
+        elif cfg.param_fraction is not None:
+            left = (1 - cfg.param_fraction) ** stage
+            budget = (
+                f"denoiser parameters ≤ {left:.1%} of the teacher's after this stage ({cfg.param_fraction:.0%} of what "
+                "is left per stage)"
+            )
+        else:
+            share = cfg.target_fraction * stage / plan.stages
+            what = f"{cfg.target_kind} parameters" if cfg.target_kind else "denoiser parameters"
+            amount = self._amount(plan.model)
+            budget = (
+                f"{what} ≤ {1 - share:.1%} of the teacher's {amount:,} after this stage (≥ {share * amount:,.0f} gone)"
+            )
+        return f"block: {budget}{_pool(plan)}"
+
     def _check_target(self, plan: vipkit.Plan, available: int) -> list[str]:
         kind = self.config.target_kind
         if kind is not None and kind not in plan.block_kinds:
@@ -168,3 +188,21 @@ def _outermost(blocks: Sequence[vipkit.Block]) -> list[vipkit.Block]:
     """The blocks not inside another of ``blocks`` (nested blocks' parameters are their container's too)."""
     names = {block.name for block in blocks}
     return [b for b in blocks if not any(b.name.startswith(f"{other}.") for other in names)]
+
+
+def _pool(plan: vipkit.Plan) -> str:
+    """What the candidate blocks hold of the teacher: parameters and FLOPs per denoiser call (for the plan)."""
+    from vipkit.measure import flops_by_module
+    from vipkit.prunable import PATH_JOIN
+
+    candidates = _outermost(plan.candidates)
+    if not candidates:
+        return ""
+    flops = flops_by_module(plan.model) or {}
+    sizes = [block.params for block in candidates]
+    in_blocks = sum(flops.get(path, 0) for block in candidates for path in block.name.split(PATH_JOIN))
+    return (
+        f"; the teacher's {len(candidates)} {', '.join(plan.block_kinds)} blocks hold {sum(sizes):,} of its "
+        f"{plan.model.num_parameters():,} parameters ({min(sizes):,}-{max(sizes):,} each) and {in_blocks / 1e9:.4g} of "
+        f"its {flops.get('', 0) / 1e9:.4g} GFLOP per denoiser call"
+    )

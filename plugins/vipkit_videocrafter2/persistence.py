@@ -55,6 +55,7 @@ def save_parts(directory: Path, parts: ModelParts, settings: dict[str, Any]) -> 
         "format_version": FORMAT_VERSION,
         "unet_config": parts.unet_config,
         "removed_blocks": parts.unet.removed,
+        **({"resized_layers": parts.unet.resized} if parts.unet.resized else {}),  # width pruning's narrower layers
         "generation_settings": settings,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -69,6 +70,7 @@ def load_saved_parts(directory: Path) -> ModelParts:
         unet = prunable_unet(build_unet(manifest["unet_config"]))
     for name in manifest["removed_blocks"]:
         unet.remove(name, keep_original=False)
+    unet.resize(manifest.get("resized_layers", {}))  # width-pruned layers get their smaller shapes first
     unet.module.load_state_dict(load_file(directory / UNET_WEIGHTS), strict=True, assign=True)
     vae = AutoencoderKL.from_pretrained(directory / "vae", use_safetensors=True)
     text_encoder = CLIPTextModel.from_pretrained(directory / "text_encoder", use_safetensors=True)
