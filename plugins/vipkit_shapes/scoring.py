@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 def score_chunk(cfg: ShapesReward.Config, videos: Tensor, prompts: Sequence[str]) -> vipkit.Scores:
     """The four dimensions ``(B,)`` of float videos, one chunk of ``ShapesReward.score``."""
     background = border_colour(videos)
-    scenes = [_parse_or_none(prompt) for prompt in prompts]
+    scenes = [parse_or_none(prompt) for prompt in prompts]
     alignment, dynamics = _prompted_facts(cfg, videos, background, scenes)
     instability = temporal_instability(videos, background, cfg.min_foreground_contrast)
     consistency = torch.exp(
@@ -123,7 +123,8 @@ def _object_facts(
     return facts, presence * speed_right
 
 
-def _parse_or_none(prompt: str) -> Scene | None:
+def parse_or_none(prompt: str) -> Scene | None:
+    """The scene a prompt describes, or None for one outside the world's grammar (its prompted facts score 0)."""
     try:
         return parse_prompt(prompt)
     except ValueError:

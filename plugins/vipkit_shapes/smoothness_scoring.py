@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from vipkit_shapes.measures import EPS, border_colour, centroids, colour_mask, weighted_velocity
-from vipkit_shapes.scoring import _parse_or_none
+from vipkit_shapes.scoring import parse_or_none
 from vipkit_shapes.world import COLOURS, SHAPE_AREA, SIZES, SceneObject
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def motion_smoothness(cfg: ShapesSmoothness.Config, videos: Tensor, prompts: Sequence[str]) -> Tensor:
     """``(B,)``: the mean over each prompt's objects of ``presence · exp(-jitter / jitter_scale)``."""
     background = border_colour(videos)
-    scenes = [_parse_or_none(prompt) for prompt in prompts]
+    scenes = [parse_or_none(prompt) for prompt in prompts]
     total = torch.zeros(videos.shape[0])
     for slot in range(max((len(s.objects) for s in scenes if s is not None), default=0)):
         rows = [i for i, scene in enumerate(scenes) if scene is not None and len(scene.objects) > slot]
