@@ -19,6 +19,7 @@ from vipkit_wan import Wan
 KIND = TEACHERS["wan"]
 PARAMETERS = 1_601_440  # WanTransformer3DModel: 12 blocks of 125,152 and the patch embedding and head
 PROMPTS = world_prompts(2, seed=7)
+VAE_CONFIG = '{"base_dim": 8}'  # the default is 16
 
 
 def test_conditioning_is_the_pipelines_exactly():
@@ -60,12 +61,14 @@ def test_denoiser_and_text_encoder_fit_a_fixed_batch():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A short call, a resumed call without time for a step, and the export of the second checkpoint."""
+    """A short call (a narrower VAE than the default), a resumed call without time for a step, and the export of the
+    second checkpoint."""
     root = tmp_path_factory.mktemp("wan_teacher")
     first, second, exported = root / "first", root / "second", root / "teacher"
     common = ["--videos", "4", "--batch", "2", "--eval-count", "1", "--vae-steps", "2", "--vae-batch", "1"]
     with torch.random.fork_rng():
-        train_teacher(["--out", str(first), "--minutes", "0.03", "--architecture", "wan", *common])
+        first_call = ["--out", str(first), "--minutes", "0.03", "--architecture", "wan", "--vae-config", VAE_CONFIG]
+        train_teacher([*first_call, *common])
         train_teacher(["--out", str(second), "--minutes", "0", "--resume", str(first / "checkpoint"), *common])
         train_teacher(["--export-only", "--resume", str(second / "checkpoint"), "--out", str(exported)])
     return first / "checkpoint", second / "checkpoint", exported
@@ -77,6 +80,7 @@ def test_resume_restores_weights_ema_and_optimizer_exactly(trained):
     assert after["architecture"] == "wan" and after["step"] == before["step"] >= 1
     assert len(after["history"]) == len(before["history"]) + 1  # each call ends with an evaluation
     assert after["latent_scale"] == before["latent_scale"] and len(after["latent_scale"]["latents_std"]) == 16
+    assert before["vae_config"]["base_dim"] == after["vae_config"]["base_dim"] == 8  # the resumed call keeps it
     names = ["transformer", "ema_transformer", "text_encoder", "vae", "optimizer"]
     assert sorted(p.stem for p in first.glob("*.safetensors")) == sorted(names)
     for name in names:
@@ -116,3 +120,27 @@ def test_export_loads_in_the_wan_family_as_trained(trained):
     assert videos.shape == (1, 9, 3, 32, 32)
     plain = WanPipeline.from_pretrained(exported, use_safetensors=True)  # plain diffusers reads the same folder
     assert plain.transformer.config.num_layers == 12 and plain.vae.config.scale_factor_temporal == 2
+    assert plain.vae.config.base_dim == json.loads((exported / "vae" / "config.json").read_text())["base_dim"] == 8
+
+
+def test_an_exported_teacher_trains_further_from_its_own_weights(trained, tmp_path):
+    """``--init-from T --init-denoiser``: the new call starts from T's VAE (with its latent scale), text encoder and
+    transformer, where a plain ``--init-from`` starts the transformer afresh."""
+    _, _, exported = trained
+    common = ["--minutes", "0", "--videos", "4", "--batch", "2", "--eval-count", "1", "--init-from", str(exported)]
+    common += ["--architecture", "wan"]
+    with torch.random.fork_rng():
+        train_teacher(["--out", str(tmp_path / "further"), "--init-denoiser", *common])
+        train_teacher(["--out", str(tmp_path / "afresh"), *common])
+    given = load_file(exported / "transformer" / "diffusion_pytorch_model.safetensors")
+    further = load_file(tmp_path / "further" / "checkpoint" / "transformer.safetensors")
+    afresh = load_file(tmp_path / "afresh" / "checkpoint" / "transformer.safetensors")
+    assert further.keys() == given.keys() and all(torch.equal(further[k], given[k].float()) for k in given)
+    assert not all(torch.equal(afresh[k], given[k].float()) for k in given)
+    state = read_state(tmp_path / "further" / "checkpoint")
+    config = json.loads((exported / "vae" / "config.json").read_text())
+    assert state["latent_scale"] == {key: config[key] for key in ("latents_mean", "latents_std")}  # kept, not refitted
+    # no teacher to start from; not an AnimateDiff teacher; not a teacher folder
+    for bad in (["--init-denoiser"], ["--init-from", str(exported)], ["--init-from", str(tmp_path)]):
+        with pytest.raises(SystemExit):
+            train_teacher(["--out", str(tmp_path / "bad"), *bad])

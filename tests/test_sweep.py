@@ -14,6 +14,7 @@ from conftest import MICRO_RECIPE, run_vipkit
 
 from vipkit.sweep_plan import SweepError, resolve_sweep, sweep_from_options
 from vipkit.sweep_plots import bars_figure, curve_figure
+from vipkit.sweep_report import section_markdown
 from vipkit.sweep_stats import describe, paired_difference, t_quantile, t_upper_tail, welch_difference
 from vipkit.sweep_summary import summarize
 
@@ -42,6 +43,12 @@ def test_t_quantile_matches_closed_forms_and_tables():
     assert t_quantile(0.5, 3) == 0.0
     with pytest.raises(ValueError):
         t_quantile(1.0, 3)
+
+
+def test_durations_round_to_the_second_before_the_minutes_split():
+    from vipkit.sweep import _minutes
+
+    assert [_minutes(s) for s in (41.6, 59.6, 179.6, 125)] == ["42 s", "1 min 00 s", "3 min 00 s", "2 min 05 s"]
 
 
 def test_intervals_worked_out_by_hand():
@@ -150,17 +157,16 @@ def test_the_command_line_form_is_the_same_sweep_as_the_file():
 
 
 def test_a_curve_runs_every_value_under_every_variant_and_the_plots_draw_the_intervals():
-    plan = resolve_sweep(
-        {
-            "recipe": MICRO_RECIPE,
-            "seeds": [4, 9, 2],
-            "variants": {"a": [], "b": ["train.epochs=1"]},
-            "curve": {"key": "losses[0].sft_weight", "values": [0.1, 10]},
-        },
-        "sweep.toml",
-        Path("/"),
-    )
-    assert [v.name for v in plan.variants] == ["a@0.1", "a@10", "b@0.1", "b@10"] and plan.baseline == "a@0.1"
+    plan_data = {
+        "recipe": MICRO_RECIPE,
+        "seeds": [4, 9, 2],
+        "variants": {"a": [], "b": ["train.epochs=1"]},
+        "curve": {"key": "losses[0].sft_weight", "values": [0.1, 10]},
+    }
+    plan = resolve_sweep(plan_data, "sweep.toml", Path("/"))
+    assert [v.name for v in plan.variants] == ["a@0.1", "a@10", "b@0.1", "b@10"] and plan.baseline == "a"
+    # each point is compared with the baseline's point at the same value of the swept key
+    assert [plan.baseline_of(v.name) for v in plan.variants] == [None, None, "a@0.1", "a@10"]
     assert [(r.variant.name, r.seed) for r in plan.runs[:4]] == [("a@0.1", 4), ("a@10", 4), ("b@0.1", 4), ("b@10", 4)]
     assert {(r.recipe.losses[0].config.sft_weight, r.recipe.train.epochs, r.recipe.seed) for r in plan.runs} == {
         (w, e, s) for w in (0.1, 10) for e in (1, 2) for s in (4, 9, 2)
@@ -175,8 +181,14 @@ def test_a_curve_runs_every_value_under_every_variant_and_the_plots_draw_the_int
     b10 = sweep["statistics"]["b@10"]["heldout:objective"]
     expected = describe([r["measures"]["heldout:objective"] for r in records if r["variant"] == "b@10"])
     assert b10 == expected.as_dict() and b10["n"] == 3
+    assert sweep["differences"].keys() == {"b@0.1", "b@10"}
     assert sweep["differences"]["b@10"]["heldout:objective"]["paired"] is True
-    assert sweep["differences"]["b@10"]["heldout:objective"]["mean"] == pytest.approx(0.13)  # 0.1 + 3 runs later
+    assert sweep["differences"]["b@10"]["heldout:objective"]["mean"] == pytest.approx(0.12)  # 0.1 + 2 runs later
+    markdown = section_markdown(sweep, "heldout")
+    assert "### Difference from a at the same losses[0].sft_weight" in markdown and "b@10 − a@10" in markdown
+    fixed = resolve_sweep({**plan_data, "baseline": "a@0.1"}, "sweep.toml", Path("/"))  # one point for all
+    assert [fixed.baseline_of(v.name) for v in fixed.variants] == [None, "a@0.1", "a@0.1", "a@0.1"]
+    assert summarize(fixed, records)["differences"].keys() == {"a@10", "b@0.1", "b@10"}
 
     lines = curve_figure(sweep).axes[0].containers
     assert len(lines) == 2  # one line per named variant
@@ -198,7 +210,7 @@ def test_a_curve_runs_every_value_under_every_variant_and_the_plots_draw_the_int
         (bars,) = container.errorbar.lines[2]
         ends = [end for segment in bars.get_segments() for end in segment[:, 1]]  # mean − below, mean + above
         assert ends == pytest.approx([end for i in intervals for end in (i["low"], i["high"])], abs=1e-12)
-    assert len(evaluation) == 5 and len(difference) == 3  # the teacher and 4 variants; 3 differences from a@0.1
+    assert len(evaluation) == 5 and len(difference) == 2  # the teacher and 4 variants; b's 2 differences from a
 
 
 def bar_groups(axis) -> list:

@@ -218,3 +218,77 @@ def test_bad_pruners_tables_are_one_paragraph_errors_with_exit_code_2(tmp_path: 
         assert result.returncode == 2, result.stderr
         assert all(part in result.stderr for part in expected), result.stderr
         assert "Traceback" not in result.stderr
+
+
+def _traced(model, calibration):
+    """The motion modules' first attention layer with more than one head and first feed-forward layer, traced."""
+    from vipkit_width.layers import LayerGraph, find_layers
+
+    roots = [block.name for block in model.blocks_of(MOTION)][:1]
+    layers = find_layers(model.denoiser(), roots, "heads", True)
+    chosen = [next(layer for layer in layers if layer.kind == kind) for kind in ("attention", "feed_forward")]
+    inputs, _ = calibration.first_call(model, [layer.module for layer in chosen])
+    return [LayerGraph(layer, given) for layer, given in zip(chosen, inputs, strict=True)]
+
+
+def test_loss_drop_importance_is_the_loss_rise_of_really_removing_each_group() -> None:
+    """Zeroing what the output Linear reads is exactly removing the units: each head's importance equals the
+    calibration loss's rise when a copy of the model loses that head for real, and each channel group's likewise."""
+    from vipkit_width.calibration import Calibration
+    from vipkit_width.importance import _unit_groups, unit_importance
+
+    teacher = tiny_model("animatediff", **ANIMATEDIFF)
+    calibration = Calibration.render(teacher, [PROMPT, "a blue square moving up"], [0, 1], levels=2)
+    base = calibration.loss(teacher)
+    attention, feed_forward = graphs = _traced(teacher, calibration)
+    importance = unit_importance("loss-drop", graphs, teacher, calibration, groups=3)
+    assert calibration.loss(teacher) == base  # the hooks are gone: the model computes as before
+
+    def rise_without(layer_index: int, units: list[int]) -> float:
+        copy = teacher.copy()
+        graph = _traced(copy, calibration)[layer_index]
+        graph.remove(units)
+        return calibration.loss(copy) - base
+
+    assert attention.layer.units > 1
+    for head in range(attention.layer.units):
+        assert importance[0][head].item() == pytest.approx(rise_without(0, [head]), rel=1e-3, abs=1e-7)
+    magnitude = unit_importance("magnitude", graphs, teacher, calibration, groups=3)[1]
+    groups = _unit_groups(feed_forward.layer, magnitude, 3)
+    assert len(groups) == 3 and sorted(c for g in groups for c in g) == list(range(feed_forward.layer.units))
+    for units in groups:
+        scores = importance[1][units]
+        assert (scores.max() - scores.min()).item() < 1e-8  # one loss per group; magnitude only breaks ties
+        assert scores[0].item() == pytest.approx(rise_without(1, units), rel=1e-3, abs=1e-7)
+
+
+def test_taylor_importance_reads_the_calibration_loss_gradient() -> None:
+    """A feed-forward channel the output Linear ignores (its column zeroed) has weight x gradient zero on every
+    coupled tensor, so Taylor scores it 0 while its input rows keep their magnitude; every live channel scores above
+    0; the pruner takes the dead channels first; and no gradient or requires_grad change is left behind."""
+    from vipkit_width.calibration import Calibration
+    from vipkit_width.decisions import parse_decision
+    from vipkit_width.importance import unit_importance
+
+    teacher = tiny_model("animatediff", **ANIMATEDIFF)
+    first_ff = _traced(teacher, Calibration.render(teacher, [PROMPT], [0], levels=1))[1]
+    dead = [3, 11]
+    with torch.no_grad():
+        first_ff.layer.output.weight[:, dead] = 0
+    calibration = Calibration.render(teacher, [PROMPT], [0], levels=2)
+    graphs = _traced(teacher, calibration)
+    flags = [p.requires_grad for p in teacher.denoiser().parameters()]
+    taylor = unit_importance("taylor", graphs, teacher, calibration, groups=3)[1]
+    magnitude = unit_importance("magnitude", graphs, teacher, calibration, groups=3)[1]
+    live = [c for c in range(len(taylor)) if c not in dead]
+    assert taylor[dead].abs().max().item() == 0 and magnitude[dead].min().item() > 0
+    assert taylor[live].min().item() > 0
+    assert [p.requires_grad for p in teacher.denoiser().parameters()] == flags
+    assert all(p.grad is None for p in teacher.denoiser().parameters())
+    # the whole pruner with taylor importance, feed-forward channels only, one at a time: the dead ones go first
+    pruner = width(fraction=0.02, importance="taylor", attention="none", multiple_of=1, calibration_videos=1)
+    pruner.begin_stage(plan_for(teacher, MOTION), 1)
+    student = teacher.copy()
+    lines = pruner.apply(student, [])
+    removed = {path: units for path, _, units in map(parse_decision, lines)}
+    assert set(dead) <= set(removed[first_ff.layer.path])

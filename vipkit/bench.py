@@ -54,6 +54,7 @@ from vipkit.plugins import Plugins, load_plugins
 from vipkit.provenance import budget, guided_by, recipe_record, reward_part_identity
 from vipkit.report import markdown_table
 from vipkit.reward_stack import reward_stack
+from vipkit.rundir import finished_results
 from vipkit.seeds import video_seeds
 from vipkit.timing import seconds_per_video
 from vipkit.validation import CombinedRewardSpec, ComponentSpec
@@ -248,7 +249,7 @@ class _Bench:
         from vipkit.engine import compress
 
         run = self.out / RUNS / compression.fingerprint
-        if _finished_run(run, compression.fingerprint):
+        if finished_results(run, compression.fingerprint) is not None:
             self.log(f"{compression.label}: reusing its finished compression ({run})")
             return BenchModel(compression.label, path=run / "model", where=where)
         started = (run / "resolved.json").exists()
@@ -360,19 +361,6 @@ def bench_markdown(results: dict[str, Any]) -> str:
         text += "\n## Failed rows\n\n" + "".join(f"- **{row['label']}**: {row['error']}\n" for row in failed)
         text += "\nRe-running the same command retries them; what the other rows measured is reused.\n"
     return text
-
-
-def _finished_run(run: Path, fingerprint: str) -> bool:
-    """Whether ``run`` holds a finished run of the recipe with ``fingerprint`` (its results and final model)."""
-    from vipkit.saved_model import MANIFEST
-
-    try:
-        results = json.loads((run / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(results, dict) and results.get("fingerprint") == fingerprint and (run / "model" / MANIFEST).is_file()
-    )
 
 
 def _stored_row(path: Path, identity: dict[str, Any], log: Log) -> dict[str, Any] | None:

@@ -226,8 +226,8 @@ class Compression:
             params_before = student.num_parameters()
             removed = pruner.apply(student, ranking)
         self.log(
-            f"stage {stage}: {pruner.name} pruned {len(removed)} blocks or layers, {params_before:,} → "
-            f"{student.num_parameters():,} parameters"
+            f"stage {stage}: {pruner.name} made {len(removed)} pruning decision(s) (prune.json lists them), "
+            f"{params_before:,} → {student.num_parameters():,} parameters"
         )
         with times.phase("evaluation"):
             pruned = self.summary(student, f"stage {stage} pruned", f"stage-{stage:03d}-pruned")

@@ -250,3 +250,22 @@ def _redone(line: str, stage: Any, step: Any) -> bool:
     except json.JSONDecodeError:
         return True
     return isinstance(old, dict) and old.get("stage") == stage and isinstance(step, int) and old.get("step", -1) >= step
+
+
+FINISHED_KEYS = ("teacher", "stages", "final", "seconds")
+
+
+def finished_results(folder: Path, fingerprint: str) -> dict[str, Any] | None:
+    """What ``folder/results.json`` holds when the folder is a finished run of the recipe with ``fingerprint`` (its
+    results whole and its final model saved); None when it is to be run or resumed (absent, torn, another recipe's)."""
+    from vipkit.saved_model import MANIFEST
+
+    try:
+        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(results, dict) or results.get("fingerprint") != fingerprint:
+        return None
+    if not all(key in results for key in FINISHED_KEYS) or not (folder / "model" / MANIFEST).is_file():
+        return None
+    return results

@@ -19,7 +19,6 @@ and sweep.md while the others go on; the command then exits ``SOME_RUNS_FAILED``
 from __future__ import annotations
 
 import gc
-import json
 import time
 import traceback
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from typing import Any
 from vipkit.atomic import write_json, write_text
 from vipkit.errors import VipkitError
 from vipkit.run_lock import LOCK_NAME, FolderLock
-from vipkit.rundir import RunDirectory
+from vipkit.rundir import RunDirectory, finished_results
 from vipkit.sweep_plan import SweepPlan, SweepRun
 from vipkit.sweep_stats import CONFIDENCE
 from vipkit.sweep_summary import OF_TEACHER, run_measures, summarize
@@ -55,7 +54,7 @@ def run_sweep(plan: SweepPlan, out: Path, log: Log, debug: bool = False) -> dict
         check_folder(plan, out)  # again, holding the lock: another sweep may have written meanwhile
         (out / "runs").mkdir(exist_ok=True)
         records = [_pending(run, out) for run in plan.runs]
-        finished = {run.label: _finished(run, out) for run in plan.runs}
+        finished = {run.label: finished_results(run.folder(out), run.recipe.fingerprint()) for run in plan.runs}
         todo = sum(results is None for results in finished.values())
         log(
             f"sweep: {len(plan.runs)} runs ({len(plan.variants)} variants × {len(plan.seeds)} seeds) in {out}; "
@@ -112,7 +111,7 @@ def run_status(plan: SweepPlan, out: Path) -> list[tuple[SweepRun, str]]:
     """Each run and what the sweep would do with it: reuse it, resume it, or start it (``--dry-run``)."""
     found = []
     for run in plan.runs:
-        if _finished(run, out) is not None:
+        if finished_results(run.folder(out), run.recipe.fingerprint()) is not None:
             found.append((run, "finished: reused"))
         elif (run.folder(out) / "resolved.json").exists():
             found.append((run, "started: resumed"))
@@ -167,17 +166,6 @@ def _pending(run: SweepRun, out: Path) -> dict[str, Any]:
         "measures": None,
         "teacher": None,
     }
-
-
-def _finished(run: SweepRun, out: Path) -> dict[str, Any] | None:
-    """The run's results.json when it is whole and of this run's recipe; None otherwise (to run or resume)."""
-    try:
-        results = json.loads((run.folder(out) / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(results, dict) or results.get("fingerprint") != run.recipe.fingerprint():
-        return None
-    return results if all(key in results for key in ("teacher", "stages", "final", "seconds")) else None
 
 
 def _finished_record(results: dict[str, Any], reused: bool) -> dict[str, Any]:
@@ -239,4 +227,6 @@ def _headline(record: dict[str, Any]) -> str:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+    """``42 s`` or ``2 min 05 s``, rounded to the second first (179.6 s is 3 min 00 s, not 2 min 60 s)."""
+    whole = round(seconds)
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60:02d} s"

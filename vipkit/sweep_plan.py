@@ -64,7 +64,11 @@ class _SweepFile(BaseModel):
     recipe: str = Field(description="the recipe every run starts from, relative to the sweep file")
     seeds: Any = Field(description="how many seeds (seeds 0 to N − 1), or the list of seeds")
     set: list[str] = Field(default_factory=list, description="--set KEY=VALUE overrides for every run")
-    baseline: str | None = Field(None, description="the variant the others are compared with (default: the first)")
+    baseline: str | None = Field(
+        None,
+        description="the variant the others are compared with (default: the first); with a curve, a variant of the "
+        "file is compared at each value of the swept key",
+    )
     variants: dict[str, list[str]] = Field(
         default_factory=dict, description="variant name -> its --set KEY=VALUE overrides (default: the recipe as is)"
     )
@@ -111,10 +115,22 @@ class SweepPlan:
     def variant(self, name: str) -> Variant:
         return next(variant for variant in self.variants if variant.name == name)
 
+    def baseline_of(self, name: str) -> str | None:
+        """The variant that variant ``name`` is compared with; None for a baseline itself. With a curve and a
+        baseline naming a variant of the sweep file, its point at the same value of the swept key: the comparison is
+        at the same budget, weight or rate."""
+        fixed = self.curve_key is None or any(v.name == self.baseline for v in self.variants)
+        if fixed:
+            return None if name == self.baseline else self.baseline
+        value = self.variant(name).curve_value
+        base = next((v.name for v in self.variants if v.group == self.baseline and v.curve_value == value), None)
+        return None if base in (None, name) else base
+
     def paired(self, name: str, prompts: str) -> bool:
-        """Whether variant ``name`` and the baseline render the same ``prompts`` ("heldout" or "eval") under each
+        """Whether variant ``name`` and its baseline render the same ``prompts`` ("heldout" or "eval") under each
         seed, so that their difference may be taken seed by seed."""
-        return self.variant(name).prompts[prompts] == self.variant(self.baseline).prompts[prompts]
+        base = self.baseline_of(name)
+        return base is not None and self.variant(name).prompts[prompts] == self.variant(base).prompts[prompts]
 
     def describe(self) -> dict[str, Any]:
         """The plan as sweep.json records it."""
@@ -130,6 +146,7 @@ class SweepPlan:
                     "name": v.name,
                     "group": v.group,
                     "curve_value": v.curve_value,
+                    "baseline": self.baseline_of(v.name),
                     "overrides": list(v.overrides[len(self.common) :]),
                     "prompts": {prompts: len(listed) for prompts, listed in v.prompts.items()},
                 }
@@ -172,10 +189,12 @@ def resolve_sweep(data: dict[str, Any], source: str, base_dir: Path, plugins: Pl
     errors += _name_errors(spec) + _override_errors(spec) + (_curve_errors(spec.curve) if spec.curve else [])
     resolver = _Resolver(base_dir / spec.recipe, checks.plugins, source, errors)
     variants = resolver.variants(spec, seeds)
-    names = [point.name for point in _points(spec)]
-    baseline = spec.baseline if spec.baseline is not None else names[0]
-    if baseline not in names:
-        errors.append(f"baseline: {baseline!r} is none of the variants ({', '.join(names)})")
+    points = _points(spec)
+    names = [point.name for point in points]
+    groups = list(dict.fromkeys(point.group for point in points)) if spec.curve else []
+    baseline = spec.baseline if spec.baseline is not None else (groups or names)[0]
+    if baseline not in names and baseline not in groups:
+        errors.append(f"baseline: {baseline!r} is none of the variants ({', '.join(groups + names)})")
     if errors:
         raise SweepError(source, errors)
     return SweepPlan(

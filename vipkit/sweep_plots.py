@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vipkit.sweep_summary import primary
+from vipkit.sweep_summary import compared_with, primary
 
 GREY = "#9a9a9a"
 PROMPTS = {"heldout": "held-out prompts", "eval": "run's evaluation prompts"}  # the panels, per prompt set
@@ -41,7 +41,8 @@ def bars_figure(sweep: dict[str, Any]) -> Any:
     from matplotlib.figure import Figure
 
     sets = [prompts for prompts in PROMPTS if _dimensions(sweep, prompts)]
-    others = [v["name"] for v in sweep["variants"] if v["name"] != sweep["baseline"]]
+    bases = {v["name"]: v["baseline"] for v in sweep["variants"]}
+    others = [name for name, base in bases.items() if base]
     panels = len(sets) + bool(others)
     names = [v["name"] for v in sweep["variants"]]
     width = max(6.0, 1.2 + 0.35 * (len(names) + 1) * len(_dimensions(sweep, primary(sweep))))
@@ -56,13 +57,11 @@ def bars_figure(sweep: dict[str, Any]) -> Any:
         axis.set_title(f"final model on the {PROMPTS[prompts]}: mean over the seeds, 95 % interval", fontsize=10)
     if others:
         axis = axes[-1]
-        series = [
-            (f"{name} − {sweep['baseline']}", sweep["differences"].get(name, {}), colours[name]) for name in others
-        ]
+        series = [(f"{name} − {bases[name]}", sweep["differences"].get(name, {}), colours[name]) for name in others]
         _grouped_bars(axis, _dimensions(sweep, primary(sweep)), series)
         axis.axhline(0, color="black", linewidth=0.8)
         axis.set_title(
-            f"difference from {sweep['baseline']} on the {PROMPTS[primary(sweep)]}, 95 % interval", fontsize=10
+            f"difference from {compared_with(sweep)} on the {PROMPTS[primary(sweep)]}, 95 % interval", fontsize=10
         )
     return figure
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from vipkit.report import markdown_table
 from vipkit.sweep_stats import CONFIDENCE
-from vipkit.sweep_summary import OF_TEACHER
+from vipkit.sweep_summary import OF_TEACHER, compared_with
 
 SECTIONS = {  # prompt set -> the heading of its tables
     "heldout": "Final model on the held-out prompts",
@@ -63,7 +63,8 @@ def section_markdown(sweep: dict[str, Any], prompts: str) -> str:
     shares = [
         [_label(key), *(_cell(stats[name].get(key + OF_TEACHER), percent=True) for name in names)] for key in keys
     ]
-    others = [name for name in names if name != sweep["baseline"]]
+    bases = {v["name"]: v["baseline"] for v in sweep["variants"]}
+    others = [name for name in names if bases[name]]
     differences = [
         [_label(key), *(_difference(sweep["differences"].get(name, {}).get(key)) for name in others)] for key in keys
     ]
@@ -71,13 +72,13 @@ def section_markdown(sweep: dict[str, Any], prompts: str) -> str:
         shares.insert(0, ["parameters", *(_cell(stats[name].get("parameter_ratio"), percent=True) for name in names)])
         ratio = [_difference(sweep["differences"].get(name, {}).get("parameter_ratio")) for name in others]
         differences.insert(0, ["parameters ÷ teacher's", *ratio])
-    count = next(v for v in sweep["variants"] if v["name"] == sweep["baseline"])["prompts"][prompts]
+    count = next(v for v in sweep["variants"] if not v["baseline"])["prompts"][prompts]
     part = [f"## {SECTIONS[prompts]} ({count} prompts, one video each per seed)", ""]
     part += [markdown_table(["", "teacher", *names], values), ""]
     part += ["### As a share of the teacher's", "", markdown_table(["", *names], shares)]
     if others:
-        header = ["", *(f"{name} − {sweep['baseline']}" for name in others)]
-        part += ["", f"### Difference from {sweep['baseline']}", "", markdown_table(header, differences)]
+        header = ["", *(f"{name} − {bases[name]}" for name in others)]
+        part += ["", f"### Difference from {compared_with(sweep)}", "", markdown_table(header, differences)]
     return "\n".join(part)
 
 

@@ -58,6 +58,12 @@ def primary(sweep: dict[str, Any]) -> str:
     return "heldout" if "heldout:objective" in sweep["measures"] else "eval"
 
 
+def compared_with(sweep: dict[str, Any]) -> str:
+    """The baseline as a heading says it: one variant, or one variant at each value of the swept key."""
+    fixed = len({v["baseline"] for v in sweep["variants"] if v["baseline"]}) == 1
+    return sweep["baseline"] if fixed else f"{sweep['baseline']} at the same {sweep['curve']}"
+
+
 def summarize(plan: SweepPlan, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The statistics of sweep.json from its ``runs`` records (``measures`` and ``teacher`` of each finished run):
     ``measures`` (their names, in order), ``teacher`` (over the baseline's runs), ``statistics`` and ``differences``
@@ -68,10 +74,9 @@ def summarize(plan: SweepPlan, runs: list[dict[str, Any]]) -> dict[str, Any]:
     for run in done:
         for key, value in run["measures"].items():
             values.setdefault(run["variant"], {}).setdefault(key, {})[run["seed"]] = value
-    baseline = values.get(plan.baseline, {})
     teacher: dict[str, dict[int, float]] = {}
     for run in done:
-        if run["variant"] == plan.baseline:
+        if plan.baseline_of(run["variant"]) is None:
             for key, value in run["teacher"].items():
                 teacher.setdefault(key, {})[run["seed"]] = value
     statistics, differences = {}, {}
@@ -80,8 +85,10 @@ def summarize(plan: SweepPlan, runs: list[dict[str, Any]]) -> dict[str, Any]:
         statistics[variant.name] = {
             key: describe(list(ours[key].values())).as_dict() for key in measures if key in ours
         }
-        if variant.name == plan.baseline:
+        base = plan.baseline_of(variant.name)
+        if base is None:
             continue
+        baseline = values.get(base, {})
         differences[variant.name] = {}
         for key in measures:
             if key not in ours or key not in baseline:

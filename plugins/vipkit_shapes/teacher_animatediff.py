@@ -37,8 +37,8 @@ class AnimateDiffTeacher(TeacherKind):
     def __init__(self, name: str) -> None:
         self.name = name  # a key of UNET_SPECS
 
-    def build(self, seed: int = 0) -> TeacherParts:
-        return build_parts(seed, unet=self.name)
+    def build(self, seed: int = 0, vae_config: dict[str, Any] | None = None) -> TeacherParts:
+        return build_parts(seed, unet=self.name, vae_config=vae_config)
 
     def vae_batch(self, videos: Tensor, generator: torch.Generator, size: int) -> Tensor:
         frames = videos.flatten(0, 1)

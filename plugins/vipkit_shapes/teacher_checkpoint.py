@@ -55,8 +55,14 @@ def save_checkpoint(
             "history": history,
             "latent_scale": {key: parts.vae.config[key] for key in kind.latent_scale_keys},
             "architecture": kind.name,
+            "vae_config": vae_config(parts.vae),
         }
         (staging / STATE).write_text(json.dumps(state))
+
+
+def vae_config(vae: torch.nn.Module) -> dict[str, Any]:
+    """The VAE's config as its constructor takes it (``TeacherKind.build``'s ``vae_config``)."""
+    return {key: value for key, value in vae.config.items() if not key.startswith("_")}
 
 
 def _trained(kind: TeacherKind, parts: TeacherParts) -> dict[str, torch.nn.Module]:
@@ -112,6 +118,6 @@ def exported_parts(path: Path) -> tuple[TeacherKind, TeacherParts]:
     the trained one."""
     state = read_state(path)
     kind = TEACHERS[architecture(state)]
-    parts = kind.build()
+    parts = kind.build(vae_config=state.get("vae_config"))  # checkpoints from before --vae-config: the default
     load_trained(kind, parts, path, state, ema=True)
     return kind, parts

@@ -68,8 +68,9 @@ class TeacherKind(ABC):
     """Attention sequences per training video (CUDA's attention kernels take at most 65,535 in one call)."""
 
     @abstractmethod
-    def build(self, seed: int = 0) -> TeacherParts:
-        """The architecture, randomly initialised from ``seed``."""
+    def build(self, seed: int = 0, vae_config: dict[str, Any] | None = None) -> TeacherParts:
+        """The architecture, randomly initialised from ``seed``; ``vae_config`` replaces entries of the VAE's default
+        config (``train_teacher --vae-config``; checkpoints keep the VAE's whole config)."""
 
     @abstractmethod
     def vae_batch(self, videos: Tensor, generator: torch.Generator, size: int) -> Tensor:

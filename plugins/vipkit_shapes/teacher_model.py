@@ -74,8 +74,9 @@ def build_unet(
     return UNetMotionModel.from_unet2d(unet2d, adapter)
 
 
-def build_parts(seed: int = 0, unet: str = "shipped") -> TeacherParts:
-    """The teacher's architecture, randomly initialised from ``seed`` (the parts are drawn in a fixed order)."""
+def build_parts(seed: int = 0, unet: str = "shipped", vae_config: dict[str, Any] | None = None) -> TeacherParts:
+    """The teacher's architecture, randomly initialised from ``seed`` (the parts are drawn in a fixed order);
+    ``vae_config`` replaces entries of the VAE's config."""
     torch.manual_seed(seed)
     tokenizer = word_tokenizer(MAX_TOKENS)
     text_encoder = CLIPTextModel(
@@ -92,16 +93,19 @@ def build_parts(seed: int = 0, unet: str = "shipped") -> TeacherParts:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=LATENT_CHANNELS,
-        block_out_channels=(32, 64, 64),
-        layers_per_block=2,
-        norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        sample_size=SIZE,
+    vae = AutoencoderKL.from_config(
+        {
+            "in_channels": 3,
+            "out_channels": 3,
+            "latent_channels": LATENT_CHANNELS,
+            "block_out_channels": (32, 64, 64),
+            "layers_per_block": 2,
+            "norm_num_groups": 8,
+            "down_block_types": ("DownEncoderBlock2D",) * 3,
+            "up_block_types": ("UpDecoderBlock2D",) * 3,
+            "sample_size": SIZE,
+            **(vae_config or {}),
+        }
     )
     denoiser = build_unet(*UNET_SPECS[unet])
     scheduler = DDIMScheduler(

@@ -1,4 +1,4 @@
-"""The shapes world's Wan 2.1 teacher: a tiny WanPipeline as a ``TeacherKind`` (not trained yet: RESULTS.md §14).
+"""The shapes world's Wan 2.1 teacher: a tiny WanPipeline as a ``TeacherKind`` (``models/shapes-wan-teacher``: RESULTS.md §14).
 
 A diffusion transformer of 12 identical blocks (1.6 M parameters, 125,152 a block), so that removing a quarter or half
 of its blocks is a real choice; Wan 2.1 1.3B's configuration (``vipkit_wan.presets.WAN_1_3B``) with smaller sizes.
@@ -55,7 +55,7 @@ TRANSFORMER = {
     "num_layers": 12,
 }
 VAE = dict(
-    base_dim=16,
+    base_dim=32,  # 16 learnt the backgrounds and not the shapes (benchmarks/RESULTS.md §14)
     z_dim=LATENT_CHANNELS,
     dim_mult=[1, 2, 3],
     num_res_blocks=1,
@@ -103,11 +103,11 @@ class WanTeacher(TeacherKind):
     vae_batch_size = 64  # clips of 9 frames
     attention_sequences = 1  # every block attends over the whole video at once
 
-    def build(self, seed: int = 0) -> TeacherParts:
+    def build(self, seed: int = 0, vae_config: dict[str, Any] | None = None) -> TeacherParts:
         tokenizer = word_tokenizer(MAX_TOKENS)
         with seeded_on(torch.device("cpu"), seed):
             text_encoder = t5_encoder({**TEXT_ENCODER, "vocab_size": len(tokenizer)}, tokenizer, umt5=True)
-            vae = AutoencoderKLWan(**VAE)
+            vae = AutoencoderKLWan.from_config({**VAE, **(vae_config or {})})
             transformer = WanTransformer3DModel(**TRANSFORMER)
         return TeacherParts(
             tokenizer=tokenizer,

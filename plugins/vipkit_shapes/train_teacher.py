@@ -22,14 +22,14 @@ as well as from the data (``--distill-weight``). That is how ``models/shapes-tea
     bash benchmarks/gpu_shapes_teacher.sh 8.3 CKPT --init-from models/shapes-teacher --distill-weight 1 --batch 768
     bash benchmarks/gpu_shapes_teacher.sh 9 CKPT --init-from models/shapes-teacher --distill-weight 1 --batch 1000 --lr-final 5e-5
 
-The Wan teacher is not trained yet (benchmarks/RESULTS.md §14): one call with 1.2 minutes of VAE training gave a
-VAE that reconstructs the backgrounds and not the shapes (its ``vae_check`` log line: ``mse`` no lower than
-``mean_colour_mse``). Its VAE needs a call of its own (``--minutes 0`` trains the VAE, encodes and stops), then
-the transformer resumes from that checkpoint:
+The Wan teacher (``models/shapes-wan-teacher``, benchmarks/RESULTS.md §14) was made in two GPU calls: VAEs of
+three sizes side by side (``--vae-config``; the default's base width of 16 learnt the backgrounds and not the shapes,
+which its ``vae_check`` line shows: ``mse`` not far below ``mean_colour_mse``), then the transformer on the best
+one's VAE (``--init-from``). It is undertrained; ``--init-denoiser`` trains it further from the exported folder:
 
-    bash benchmarks/gpu_shapes_teacher.sh 0 --architecture wan --vae-steps 4000 --vae-minutes 8
-    bash benchmarks/gpu_shapes_teacher.sh 8 CKPT --batch 1024
-    bash benchmarks/gpu_shapes_teacher.sh 8 CKPT --batch 1024 --lr-final 5e-5
+    bash benchmarks/gpu_shapes_vae_variants.sh wan 7.3 '{"base_dim": 32}' '{"base_dim": 16, "num_res_blocks": 2}'
+    bash benchmarks/gpu_shapes_teacher.sh 5.6 --init-from VAE_TEACHER --batch 1024 --lr-final 5e-5
+    bash benchmarks/gpu_shapes_teacher.sh 8 --init-from models/shapes-wan-teacher --init-denoiser --batch 1024
 """
 
 from __future__ import annotations
@@ -69,6 +69,14 @@ from vipkit_shapes.teacher_training import (
 CUDA_ATTENTION_BATCH_LIMIT = 65_535  # grid limit of the attention kernels (../shared/notes/gpu-baseline.md)
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """An argument that must be a JSON object (argparse turns the ValueError into a usage error)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(text)
+    return value
+
+
 def argument_parser() -> argparse.ArgumentParser:
     """The command line (benchmarks/gpu_shapes_teacher.sh passes its extra arguments on to it)."""
     parser = argparse.ArgumentParser(prog="python -m vipkit_shapes.train_teacher", description=__doc__.split("\n")[0])
@@ -90,6 +98,12 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--vae-batch", type=int, help="frames (AnimateDiff) or clips (Wan) per VAE step; default 512 frames, 64 clips"
     )
+    parser.add_argument(
+        "--vae-config",
+        type=json_object,
+        help="a JSON object replacing entries of the VAE's config, e.g. '{\"base_dim\": 32}' (a resumed run keeps its "
+        "own)",
+    )
     parser.add_argument("--compile", action="store_true")
     parser.add_argument(
         "--export-only",
@@ -108,6 +122,11 @@ def argument_parser() -> argparse.ArgumentParser:
         "--init-from", type=Path, help="a trained teacher folder: start from its VAE and text encoder (no VAE training)"
     )
     parser.add_argument(
+        "--init-denoiser",
+        action="store_true",
+        help="with --init-from: start the denoiser (and its EMA) from that teacher's too, to train it further",
+    )
+    parser.add_argument(
         "--distill-weight",
         type=float,
         default=0.0,
@@ -120,8 +139,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Check the options, then export a checkpoint or train one call (its log: OUT/train_log.jsonl)."""
     cli = argument_parser()
     args = cli.parse_args(argv)
+    if args.init_denoiser and not args.init_from:
+        cli.error("--init-denoiser needs --init-from (the teacher whose denoiser to start from)")
     if args.distill_weight and not args.init_from:
         cli.error("--distill-weight needs --init-from (the teacher to learn from)")
+    if args.vae_config and args.init_from:
+        cli.error("--vae-config and --init-from: the VAE comes from the --init-from teacher, with its own config")
     if args.export_only and not args.resume:
         cli.error("--export-only needs --resume (the checkpoint to export)")
     if args.export_only:
@@ -129,6 +152,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         kind.export(args.out, parts, parts.denoiser)
         return
     kind = TEACHERS[architecture(read_state(args.resume))] if args.resume else TEACHERS[args.architecture]
+    if args.init_from and not args.resume:
+        try:
+            given = json.loads((args.init_from / "vae" / "config.json").read_text()).get("_class_name")
+        except (OSError, ValueError, AttributeError) as exc:
+            cli.error(f"--init-from {args.init_from}: no teacher folder with a readable vae/config.json ({exc})")
+        if given != kind.classes["vae"].__name__:
+            cli.error(
+                f"--init-from {args.init_from} holds a {given} VAE and the {kind.name!r} teacher takes an "
+                f"{kind.classes['vae'].__name__}: name the architecture it starts (--architecture)"
+            )
     sequences = kind.attention_sequences
     if torch.cuda.is_available() and args.batch * sequences > CUDA_ATTENTION_BATCH_LIMIT:
         cli.error(
@@ -155,7 +188,7 @@ def train(args: argparse.Namespace, kind: TeacherKind, log: Log) -> None:
     torch.backends.cuda.enable_cudnn_sdp(False)  # cuDNN attention backward fails on the GPU image (gpu-baseline.md)
     torch.backends.cuda.matmul.allow_tf32 = True
     state = read_state(args.resume) if args.resume else None
-    parts = kind.build()
+    parts = kind.build(vae_config=state.get("vae_config") if state else args.vae_config)
     teacher = None
     if args.init_from:
         check_weight_folder(args.init_from, refuse_any_pickle=True)  # a teacher folder vipkit wrote: safetensors only
@@ -164,6 +197,10 @@ def train(args: argparse.Namespace, kind: TeacherKind, log: Log) -> None:
         parts.text_encoder = classes["text_encoder"].from_pretrained(
             args.init_from / "text_encoder", use_safetensors=True
         )
+        if args.init_denoiser:
+            parts.denoiser = classes[kind.component].from_pretrained(
+                args.init_from / kind.component, use_safetensors=True
+            )
         if args.distill_weight:
             teacher = FrozenTeacher(
                 denoiser=classes[kind.component].from_pretrained(args.init_from / kind.component, use_safetensors=True),

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One GPU call training several shapes-teacher VAEs side by side (one process each, sharing the GPU), to choose the
+# VAE of a teacher before its denoiser is trained (benchmarks/RESULTS.md §14): each process is
+# `python -m vipkit_shapes.train_teacher --minutes 0 --vae-config CONFIG` for VAE_MINUTES, then exported. Results under
+# $OUT: vae-N.jsonl (its log: the last line before "latents" is its `vae_check`) and vae-N.tar (the exported teacher
+# folder, untrained denoiser; a later call starts from it with --init-from). At most 4 configs (the device tool
+# returns 8 files).
+#   bash benchmarks/gpu_shapes_vae_variants.sh ARCHITECTURE VAE_MINUTES CONFIG... [-- extra train_teacher args]
+#   e.g. bash benchmarks/gpu_shapes_vae_variants.sh wan 7.5 '{"base_dim": 32}' '{"num_res_blocks": 2}'
+set -euo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD:$PWD/plugins PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+architecture=$1 minutes=$2
+shift 2
+configs=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do configs+=("$1"); shift; done
+[ $# -gt 0 ] && shift
+for i in "${!configs[@]}"; do
+  python3 -m vipkit_shapes.train_teacher --out "/tmp/vae-$i" --architecture "$architecture" --minutes 0 \
+    --vae-steps 1000000 --vae-minutes "$minutes" --vae-config "${configs[$i]}" "$@" > "/tmp/vae-$i.out" 2>&1 &
+done
+wait
+for i in "${!configs[@]}"; do
+  echo "vae-$i ${configs[$i]}: $(grep '"phase": "vae_check"' "/tmp/vae-$i/train_log.jsonl" || tail -n 5 "/tmp/vae-$i.out")"
+  grep '"phase": "vae"' "/tmp/vae-$i/train_log.jsonl" | tail -n 2
+  cp "/tmp/vae-$i/train_log.jsonl" "$OUT/vae-$i.jsonl"
+  python3 -m vipkit_shapes.train_teacher --export-only --resume "/tmp/vae-$i/checkpoint" --out "/tmp/export-$i/teacher"
+  tar -cf "$OUT/vae-$i.tar" -C "/tmp/export-$i" teacher
+done
