@@ -1,12 +1,18 @@
 """Shared fixtures: CPU threads pinned, no network access and no entry-point plugins for any test."""
 
 import os
+import signal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # A plugin installed on this machine must not change test results: only the in-tree ones load, here and
 # in every subprocess (they inherit the environment). A test that needs one sets VIPKIT_PLUGINS itself.
 os.environ["VIPKIT_PLUGINS"] = ""
+# A shell without job control starts background commands (`cmd &`, nohup, some CI wrappers) with SIGINT ignored, and
+# every process they start inherits that, so the vipkit processes the tests Ctrl-C would not hear it. Heard here,
+# SIGINT reaches them as in a terminal (a handler, unlike SIG_IGN, is reset to the default in a child).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest
 
