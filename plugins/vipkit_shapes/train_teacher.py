@@ -28,7 +28,7 @@ which its ``vae_check`` line shows: ``mse`` not far below ``mean_colour_mse``), 
 one's VAE (``--init-from``). It is undertrained; ``--init-denoiser`` trains it further from the exported folder:
 
     bash benchmarks/gpu_shapes_vae_variants.sh wan 7.3 '{"base_dim": 32}' '{"base_dim": 16, "num_res_blocks": 2}'
-    bash benchmarks/gpu_shapes_teacher.sh 5.6 --init-from VAE_TEACHER --batch 1024 --lr-final 5e-5
+    bash benchmarks/gpu_shapes_teacher.sh 5.6 --init-from BEST_TEACHER --batch 1024 --lr-final 5e-5  (best.tar.part-*)
     bash benchmarks/gpu_shapes_teacher.sh 8 --init-from models/shapes-wan-teacher --init-denoiser --batch 1024
 """
 
