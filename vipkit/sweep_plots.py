@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vipkit.sweep_summary import compared_with, primary
+from vipkit.sweep_summary import baselines, compared_with, primary
 
 GREY = "#9a9a9a"
 PROMPTS = {"heldout": "held-out prompts", "eval": "run's evaluation prompts"}  # the panels, per prompt set
@@ -41,8 +41,8 @@ def bars_figure(sweep: dict[str, Any]) -> Any:
     from matplotlib.figure import Figure
 
     sets = [prompts for prompts in PROMPTS if _dimensions(sweep, prompts)]
-    bases = {v["name"]: v["baseline"] for v in sweep["variants"]}
-    others = [name for name, base in bases.items() if base]
+    bases = baselines(sweep)
+    others = list(bases)
     panels = len(sets) + bool(others)
     names = [v["name"] for v in sweep["variants"]]
     width = max(6.0, 1.2 + 0.35 * (len(names) + 1) * len(_dimensions(sweep, primary(sweep))))

@@ -8,7 +8,7 @@ from typing import Any
 
 from vipkit.report import markdown_table
 from vipkit.sweep_stats import CONFIDENCE
-from vipkit.sweep_summary import OF_TEACHER, compared_with
+from vipkit.sweep_summary import OF_TEACHER, baselines, compared_with
 
 SECTIONS = {  # prompt set -> the heading of its tables
     "heldout": "Final model on the held-out prompts",
@@ -63,8 +63,8 @@ def section_markdown(sweep: dict[str, Any], prompts: str) -> str:
     shares = [
         [_label(key), *(_cell(stats[name].get(key + OF_TEACHER), percent=True) for name in names)] for key in keys
     ]
-    bases = {v["name"]: v["baseline"] for v in sweep["variants"]}
-    others = [name for name in names if bases[name]]
+    bases = baselines(sweep)
+    others = list(bases)
     differences = [
         [_label(key), *(_difference(sweep["differences"].get(name, {}).get(key)) for name in others)] for key in keys
     ]

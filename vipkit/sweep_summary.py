@@ -58,9 +58,15 @@ def primary(sweep: dict[str, Any]) -> str:
     return "heldout" if "heldout:objective" in sweep["measures"] else "eval"
 
 
+def baselines(sweep: dict[str, Any]) -> dict[str, str]:
+    """Each compared variant of sweep.json and the variant it is compared with, in the sweep's order (baselines left
+    out)."""
+    return {v["name"]: v["baseline"] for v in sweep["variants"] if v["baseline"]}
+
+
 def compared_with(sweep: dict[str, Any]) -> str:
     """The baseline as a heading says it: one variant, or one variant at each value of the swept key."""
-    fixed = len({v["baseline"] for v in sweep["variants"] if v["baseline"]}) == 1
+    fixed = len(set(baselines(sweep).values())) == 1
     return sweep["baseline"] if fixed else f"{sweep['baseline']} at the same {sweep['curve']}"
 
 
