@@ -391,6 +391,15 @@ def sweep(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="validate every run's recipe, show what would run, run nothing")
     ] = False,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="runs at a time, each in a process of its own (on CPU with an equal share of the cores)",
+        ),
+    ] = 1,
 ) -> None:
     """Run a recipe under several seeds and variants: mean, spread and 95 % t-intervals per dimension, differences
     from the baseline seed by seed; sweep.md, sweep.json, sweep.csv, plots. Re-running reuses finished runs and resumes
@@ -427,6 +436,7 @@ def sweep(
                 out,
                 log=lambda line: bars.console.print(escape(line), highlight=False, soft_wrap=True),
                 debug=_debug,
+                jobs=jobs,
             )
     if any(run["status"] == "finished" for run in results["runs"]):
         print(section_markdown(results, primary(results)))

@@ -26,6 +26,7 @@ from vipkit.failures import advice, describe
 from vipkit.faults import fault_point
 from vipkit.generation_cache import GenerationCache
 from vipkit.interfaces import (
+    Block,
     BlockImportance,
     CandidateVideos,
     Generation,
@@ -279,8 +280,18 @@ class Compression:
                 f"stage {stage}: no block of the kinds {sorted(kinds)} is left to prune (schedule.block_kinds); "
                 f"the model has: {sorted({b.kind for b in student.blocks()}) or 'no prunable blocks'}"
             )
+        if stage > 1 and self.recipe.schedule.ranking == "once":
+            return self.first_ranking(candidates, stage)
         self.log(f"stage {stage}: ranking {len(candidates)} candidate blocks with {self.parts.scorer.name}")
         return self.parts.scorer.rank(student, candidates, self.probe, self.objective)
+
+    def first_ranking(self, candidates: list[Block], stage: int) -> list[BlockImportance]:
+        """schedule.ranking = "once": stage 1's ranking of the teacher (its prune.json), for the blocks still present."""
+        stored = json.loads((self.run.pairs_dir(1) / "prune.json").read_text(encoding="utf-8"))["importance"]
+        importance = {item["block"]: item["importance"] for item in stored}
+        self.log(f'stage {stage}: walking on along stage 1\'s ranking of the teacher (schedule.ranking = "once")')
+        ranking = [BlockImportance(block, importance[block.name]) for block in candidates if block.name in importance]
+        return sorted(ranking, key=lambda item: item.importance)
 
     def distil(self, student: VideoModel, stage: int, record: dict[str, Any]) -> dict[str, Any]:
         times = PhaseTimes()

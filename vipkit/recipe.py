@@ -95,6 +95,13 @@ class ScheduleSection(_Section):
         min_length=1,
         description="block kinds that may be pruned; default: the model family's (`default_block_kinds`)",
     )
+    ranking: Literal["every_stage", "once"] = Field(
+        "every_stage",
+        description="every_stage: the scorer ranks the student's blocks again at each stage (V.I.P.'s iterative "
+        "loop: what a stage's distillation changed counts); once: it ranks the teacher's blocks at stage 1 and later "
+        "stages walk on along that ranking, so that runs differing only in their distillation remove the same blocks "
+        "(ablations at equal size)",
+    )
 
 
 class LoraSection(_Section):

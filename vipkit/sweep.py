@@ -1,5 +1,5 @@
 """``vipkit sweep``: every run of a sweep (``vipkit.sweep_plan``) as an ordinary run folder, one after another in this
-process, then the statistics (``vipkit.sweep_summary``), tables (``vipkit.sweep_report``) and plots
+process (or ``--jobs N`` at a time, each in a process of its own: ``vipkit.sweep_jobs``), then the statistics (``vipkit.sweep_summary``), tables (``vipkit.sweep_report``) and plots
 (``vipkit.sweep_plots``).
 
 Layout of ``OUT``::
@@ -40,14 +40,16 @@ SOME_RUNS_FAILED = 3
 the statistics cover the others): the same as ``vipkit bench``'s for failed rows."""
 
 
-def run_sweep(plan: SweepPlan, out: Path, log: Log, debug: bool = False) -> dict[str, Any]:
-    """Run (or reuse, or resume) every run of ``plan`` into ``out``; returns what sweep.json holds."""
+def run_sweep(plan: SweepPlan, out: Path, log: Log, debug: bool = False, jobs: int = 1) -> dict[str, Any]:
+    """Run (or reuse, or resume) every run of ``plan`` into ``out``, ``jobs`` at a time (``vipkit.sweep_jobs``);
+    returns what sweep.json holds."""
     from vipkit.distributed import launched_world_size
 
     if launched_world_size() > 1:
         raise VipkitError(
-            "vipkit sweep runs its runs one after another in one process; start it without torchrun or accelerate "
-            "launch (to spread one run over several processes, run `vipkit compress` on a run folder under them)"
+            "vipkit sweep starts its runs itself (one after another, or --jobs N at a time); start it without "
+            "torchrun or accelerate launch (to spread one run over several processes, run `vipkit compress` on a run "
+            "folder under them)"
         )
     check_folder(plan, out)
     with FolderLock.acquire(out, "sweep"):
@@ -61,24 +63,41 @@ def run_sweep(plan: SweepPlan, out: Path, log: Log, debug: bool = False) -> dict
             f"{len(plan.runs) - todo} finished earlier (reused), {todo} to run or resume"
         )
         spent: list[float] = []
+
+        wheres = [f"run {index + 1}/{len(plan.runs)}: {run.label}" for index, run in enumerate(plan.runs)]
+
+        def finished_run(index: int, record: dict[str, Any], seconds: float) -> None:
+            where = wheres[index]
+            records[index] |= record
+            spent.append(seconds)
+            left = todo - len(spent)
+            eta = f"; about {_minutes(left * sum(spent) / len(spent) / min(jobs, left))} left" if left > 0 else ""
+            if record["status"] == "failed":
+                log(f"{where}: failed after {_minutes(seconds)}: {record['error']}{eta}")
+            elif record["status"] == "finished":
+                log(f"{where}: done in {_minutes(seconds)}: {_headline(records[index])}{eta}")
+            write_outputs(plan, records, out, plots=False)  # sweep.md grows as the runs finish
+
         try:
+            waiting = []
             for index, run in enumerate(plan.runs):
-                where = f"run {index + 1}/{len(plan.runs)}: {run.label}"
-                results = finished[run.label]
-                if results is not None:
-                    records[index] |= _finished_record(results, reused=True)
-                    log(f"{where}: finished earlier, reused: {_headline(records[index])}")
-                    continue
-                started = time.perf_counter()
-                records[index] |= _run(run, out, where, log, debug)
-                spent.append(time.perf_counter() - started)
-                left = sum(finished[later.label] is None for later in plan.runs[index + 1 :])
-                eta = f"; about {_minutes(left * sum(spent) / len(spent))} left" if left else ""
-                if records[index]["status"] == "failed":
-                    log(f"{where}: failed after {_minutes(spent[-1])}: {records[index]['error']}{eta}")
+                if finished[run.label] is not None:
+                    records[index] |= _finished_record(finished[run.label], reused=True)
+                    log(f"{wheres[index]}: finished earlier, reused: {_headline(records[index])}")
                 else:
-                    log(f"{where}: done in {_minutes(spent[-1])}: {_headline(records[index])}{eta}")
-                write_outputs(plan, records, out, plots=False)  # sweep.md grows as the runs finish
+                    waiting.append((index, wheres[index], run))
+            if jobs > 1 and len(waiting) > 1:
+                from vipkit.sweep_jobs import run_in_processes, threads_per_job
+
+                log(
+                    f"sweep: {min(jobs, len(waiting))} runs at a time, each in a process of its own with "
+                    f"{threads_per_job(jobs)} torch thread(s)"
+                )
+                run_in_processes(waiting, out, jobs, log, debug, finished_run)
+            else:
+                for index, where, run in waiting:
+                    started = time.perf_counter()
+                    finished_run(index, run_one(run, out, where, log, debug), time.perf_counter() - started)
         finally:
             sweep = write_outputs(plan, records, out, plots=not any(r["status"] == "pending" for r in records))
     return sweep
@@ -179,7 +198,7 @@ def _finished_record(results: dict[str, Any], reused: bool) -> dict[str, Any]:
     }
 
 
-def _run(run: SweepRun, out: Path, where: str, log: Log, debug: bool) -> dict[str, Any]:
+def run_one(run: SweepRun, out: Path, where: str, log: Log, debug: bool) -> dict[str, Any]:
     """Run (or resume) one run in this process; any failure but Ctrl-C becomes its one-paragraph error."""
     from vipkit.engine import compress
 
