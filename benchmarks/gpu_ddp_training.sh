@@ -4,8 +4,7 @@
 # batch) and compares the trained weights. Results under $OUT.
 #   bash benchmarks/gpu_ddp_training.sh [N_GPUS] [extra args for ddp_training.py, e.g. --batch-size 16]
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD:$PWD/plugins PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+source benchmarks/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 gpus=${1:-2}; shift || true
 python3 benchmarks/ddp_training.py --out "$OUT" "$@"

@@ -5,8 +5,7 @@
 # full_size.json and the log as they grow, then results.json and report.md.
 #   bash benchmarks/gpu_full_size.sh RECIPE GPUS [full_size_run.py args, e.g. --eval-prompts 2 --train-prompts 8 --stages 1]
 set -euo pipefail
-[ -d /tmp/site/diffusers ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD:$PWD/plugins PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+source benchmarks/gpu_env.sh
 recipe=$1; gpus=$2; shift 2
 name=$(basename "$recipe" .toml)-${gpus}gpu
 status=0

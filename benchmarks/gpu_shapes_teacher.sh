@@ -10,8 +10,7 @@
 #   bash benchmarks/gpu_shapes_teacher.sh MINUTES [RESUME_DIR] [extra args...]
 #   e.g. bash benchmarks/gpu_shapes_teacher.sh 8 --init-from models/shapes-wan-teacher --init-denoiser --batch 1024
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD:$PWD/plugins PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 minutes=$1; shift
 resume=()

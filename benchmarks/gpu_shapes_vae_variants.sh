@@ -9,8 +9,7 @@
 #   bash benchmarks/gpu_shapes_vae_variants.sh ARCHITECTURE VAE_MINUTES CONFIG... [-- extra train_teacher args]
 #   e.g. bash benchmarks/gpu_shapes_vae_variants.sh wan 7.5 '{"base_dim": 32}' '{"num_res_blocks": 2}'
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD:$PWD/plugins PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 architecture=$1 minutes=$2
 shift 2

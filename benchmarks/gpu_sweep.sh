@@ -8,8 +8,7 @@
 #   bash benchmarks/gpu_sweep.sh MINUTES JOBS SWEEP_FILE...
 #   e.g. bash benchmarks/gpu_sweep.sh 9 14 benchmarks/sweeps/shapes_ablations.toml   (16 CPU cores: 14-16 processes)
 set -euo pipefail
-[ -d /tmp/site/diffusers ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD:$PWD/plugins PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+source benchmarks/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 minutes=$1 jobs=$2
 shift 2
