@@ -1,5 +1,5 @@
 """``vipkit sweep --jobs N``: N runs of a sweep at once, each in a process of its own, so that a machine with many CPU
-cores (or a GPU that one small run leaves idle) finishes a sweep N times sooner.
+cores (or a GPU that one small run leaves idle) finishes a sweep sooner.
 
 Each process is started fresh (``spawn``: nothing of the parent's state, CUDA included, is shared), runs one run
 through the same ``vipkit.sweep.run_one`` as a sequential sweep, and sends its log lines and its record back over a
@@ -60,7 +60,7 @@ def run_in_processes(
                 process, started = running.pop(index)
                 process.join()
                 finished(index, payload, time.perf_counter() - started)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM, or the parent's own failure (e.g. writing sweep.md): no run is left behind
         _stop(running, messages, log)
         raise
 
@@ -98,21 +98,24 @@ def _died(exitcode: int | None) -> dict[str, Any]:
 
 
 def _stop(running: dict[int, tuple[Any, float]], messages: Any, log: Log) -> None:
-    """Ctrl-C or SIGTERM in the parent: every run hears SIGINT (once) and stops cleanly. Their last lines are read
-    while they stop (a process with unread messages could not exit); their records stay "pending"."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the wait short
-    for process, _ in running.values():
-        if process.is_alive():
-            os.kill(process.pid, signal.SIGINT)
-    while any(process.is_alive() for process, _ in running.values()):
-        try:
-            kind, _, payload = messages.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            continue
-        if kind == "log":
-            log(payload)
-    for process, _ in running.values():
-        process.join()
+    """The parent stops: every run hears SIGINT (once) and stops cleanly. Their last lines are read while they stop
+    (a process with unread messages could not exit); their records stay "pending"."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the wait short
+    try:
+        for process, _ in running.values():
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGINT)
+        while any(process.is_alive() for process, _ in running.values()):
+            try:
+                kind, _, payload = messages.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if kind == "log":
+                log(payload)
+        for process, _ in running.values():
+            process.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _child(index: int, where: str, run: SweepRun, out: Path, debug: bool, threads: int, messages: Any) -> None:
