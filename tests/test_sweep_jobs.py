@@ -80,3 +80,22 @@ def test_jobs_must_be_a_positive_count(tmp_path):
         cwd=ROOT,
     )
     assert result.returncode == 2 and "--jobs" in result.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_run_whose_process_dies_fails_alone_with_what_happened(tmp_path):
+    file, out = sweep_file(tmp_path), tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "vipkit", "sweep", str(file), "--out", str(out), "--seeds", "1", "--jobs", "2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "VIPKIT_TEST_KILL_AT": "curate:1"},  # each run's process: SIGKILL
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    runs = json.loads((out / "sweep.json").read_text())["runs"]
+    assert [run["status"] for run in runs] == ["failed"] * 3
+    for run in runs[:2]:  # killed in curation, like a power cut: the sweep goes on and says so
+        assert run["error"].startswith("the run's process was killed by signal 9 before it sent a result")
+    assert "model 'animatediff' has no block of kind 'no_such_kind'" in runs[2]["error"]  # failed before curating
+    assert (out / "runs/redpo/seed-0/resolved.json").exists()  # a started run, to resume
