@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vipkit.stopping import request_stop
+
 app = typer.Typer(
     help="Compress text-to-video diffusion models: prune blocks, find what degraded, distil with ReDPO.",
     no_args_is_help=True,
@@ -37,7 +39,13 @@ class Terminated(KeyboardInterrupt):
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    request_stop()
     raise Terminated
+
+
+def _stop_on_sigint(signum: int, frame: object) -> None:
+    request_stop()
+    raise KeyboardInterrupt
 
 
 def _fail(message: str, code: int = USER_ERROR) -> typer.Exit:
@@ -536,4 +544,6 @@ def main() -> None:
     # SIGTERM (kill, a scheduler, torchrun stopping its workers) stops like Ctrl-C, on every rank: each command's
     # _reported turns it into the same clean stop and message, exit code 143 (Ctrl-C: 130)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell made it ignored
+        signal.signal(signal.SIGINT, _stop_on_sigint)
     app()

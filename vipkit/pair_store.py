@@ -16,6 +16,7 @@ from vipkit.atomic import write_json
 from vipkit.errors import VipkitError
 from vipkit.interfaces import PairSet
 from vipkit.media import from_uint8, to_uint8
+from vipkit.stopping import reraise_if_stopping
 from vipkit.weights import check_safetensors, file_sha256
 
 _LATENTS = ("winner_latents", "loser_latents")
@@ -81,6 +82,7 @@ def load_pairs(directory: Path) -> PairSet:
         meta = json.loads((directory / "pairs.json").read_text(encoding="utf-8"))
         missing = [key for key in (*_TENSORS, *_META) if key not in (tensors if key in _TENSORS else meta)]
     except (OSError, ValueError, VipkitError) as exc:
+        reraise_if_stopping(exc)  # a Ctrl-C or SIGTERM inside safetensors comes out as a ValueError
         raise VipkitError(f"the stored preference pairs in {directory} cannot be read ({exc}); {_REBUILD}") from None
     if missing:
         raise VipkitError(f"the stored preference pairs in {directory} lack {', '.join(missing)}; {_REBUILD}")

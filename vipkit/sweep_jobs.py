@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from vipkit.stopping import request_stop
 from vipkit.sweep_plan import SweepRun
 
 Log = Callable[[str], None]
@@ -137,4 +138,5 @@ def _interrupt_once(signum: int, frame: object) -> None:
     """The first SIGINT stops the run (KeyboardInterrupt); later ones, from the terminal and the parent both, are
     ignored so that the clean stop finishes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    request_stop()
     raise KeyboardInterrupt
