@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from vipkit.sweep import _pending, write_outputs
+from vipkit.sweep import pending_record, write_outputs
 from vipkit.sweep_plan import load_sweep
 
 KEPT = ("status", "error", "seconds", "measures", "teacher")
@@ -30,7 +30,7 @@ def main(sweep_file: str, out: str, *folders: str) -> None:
                 finished[record["fingerprint"]] = {key: record[key] for key in KEPT} | {"reused": True}
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
-    records = [_pending(run, target) | finished.get(run.recipe.fingerprint(), {}) for run in plan.runs]
+    records = [pending_record(run, target) | finished.get(run.recipe.fingerprint(), {}) for run in plan.runs]
     write_outputs(plan, records, target, plots=True)
     missing = [f"{r['variant']} seed {r['seed']}" for r in records if r["status"] != "finished"]
     print(f"{len(records) - len(missing)} of {len(records)} runs found; missing: {', '.join(missing) or 'none'}")

@@ -1,6 +1,6 @@
 """``vipkit sweep``: every run of a sweep (``vipkit.sweep_plan``) as an ordinary run folder, one after another in this
-process (or ``--jobs N`` at a time, each in a process of its own: ``vipkit.sweep_jobs``), then the statistics (``vipkit.sweep_summary``), tables (``vipkit.sweep_report``) and plots
-(``vipkit.sweep_plots``).
+process (or ``--jobs N`` at a time, each in a process of its own: ``vipkit.sweep_jobs``), then the statistics
+(``vipkit.sweep_summary``), tables (``vipkit.sweep_report``) and plots (``vipkit.sweep_plots``).
 
 Layout of ``OUT``::
 
@@ -55,7 +55,7 @@ def run_sweep(plan: SweepPlan, out: Path, log: Log, debug: bool = False, jobs: i
     with FolderLock.acquire(out, "sweep"):
         check_folder(plan, out)  # again, holding the lock: another sweep may have written meanwhile
         (out / "runs").mkdir(exist_ok=True)
-        records = [_pending(run, out) for run in plan.runs]
+        records = [pending_record(run, out) for run in plan.runs]
         finished = {run.label: finished_results(run.folder(out), run.recipe.fingerprint()) for run in plan.runs}
         todo = sum(results is None for results in finished.values())
         log(
@@ -67,15 +67,14 @@ def run_sweep(plan: SweepPlan, out: Path, log: Log, debug: bool = False, jobs: i
         wheres = [f"run {index + 1}/{len(plan.runs)}: {run.label}" for index, run in enumerate(plan.runs)]
 
         def finished_run(index: int, record: dict[str, Any], seconds: float) -> None:
-            where = wheres[index]
             records[index] |= record
             spent.append(seconds)
             left = todo - len(spent)
             eta = f"; about {_minutes(left * sum(spent) / len(spent) / min(jobs, left))} left" if left > 0 else ""
             if record["status"] == "failed":
-                log(f"{where}: failed after {_minutes(seconds)}: {record['error']}{eta}")
+                log(f"{wheres[index]}: failed after {_minutes(seconds)}: {record['error']}{eta}")
             elif record["status"] == "finished":
-                log(f"{where}: done in {_minutes(seconds)}: {_headline(records[index])}{eta}")
+                log(f"{wheres[index]}: done in {_minutes(seconds)}: {_headline(records[index])}{eta}")
             write_outputs(plan, records, out, plots=False)  # sweep.md grows as the runs finish
 
         try:
@@ -172,7 +171,8 @@ def write_outputs(plan: SweepPlan, records: list[dict[str, Any]], out: Path, plo
     return sweep
 
 
-def _pending(run: SweepRun, out: Path) -> dict[str, Any]:
+def pending_record(run: SweepRun, out: Path) -> dict[str, Any]:
+    """A run's record before it has run (what sweep.json lists for it until it finishes or fails)."""
     return {
         "variant": run.variant.name,
         "seed": run.seed,
